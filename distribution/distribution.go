@@ -1,0 +1,318 @@
+// Package distribution serves APK repositories per git ref: the index and
+// packages that apk on every instance fetches.
+package distribution
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/cache"
+	"github.com/uplinkhq/uplink/ref"
+	"github.com/uplinkhq/uplink/storage"
+)
+
+// Prefix is where the repositories are mounted.
+const Prefix = "/distribution/"
+
+// MaxIndexSize bounds an index held in memory; a larger one is streamed
+// from storage like a package.
+const MaxIndexSize = 64 << 20
+
+// RetryAfter is what a 503 asks clients to wait, in seconds.
+const RetryAfter = "5"
+
+// Config wires a Handler.
+type Config struct {
+	Storage storage.Getter
+	Refs    ref.Resolver
+	Indexes *cache.Blobs
+	// Allow, when not empty, admits only clients whose address is in one
+	// of these prefixes.
+	Allow      []netip.Prefix
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Handler serves /distribution/.
+type Handler struct {
+	cfg      Config
+	log      *slog.Logger
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	bytes    *prometheus.CounterVec
+}
+
+// New returns a Handler.
+func New(cfg Config) *Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	h := &Handler{
+		cfg: cfg,
+		log: cfg.Logger,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "uplink_distribution_requests_total",
+			Help: "Distribution requests by file kind (index, package, invalid), ref kind and status code.",
+		}, []string{"file", "ref_kind", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "uplink_distribution_request_duration_seconds",
+			Help:    "Time to answer a distribution request, to the last byte.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"file"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "uplink_distribution_bytes_total",
+			Help: "Body bytes sent by distribution responses.",
+		}, []string{"file"}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(h.requests, h.duration, h.bytes)
+	}
+	return h
+}
+
+// Register mounts the handler on e.
+func (h *Handler) Register(e *echo.Echo) {
+	e.Any(Prefix+"*", h.Serve)
+}
+
+// Serve answers one distribution request.
+func (h *Handler) Serve(c echo.Context) error {
+	start := time.Now()
+	rw := &responseWriter{ResponseWriter: c.Response().Writer}
+	fileKind, refKind := "invalid", "none"
+	defer func() {
+		status := rw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		c.Response().Status, c.Response().Size, c.Response().Committed = status, rw.written, true
+		h.requests.WithLabelValues(fileKind, refKind, strconv.Itoa(status)).Inc()
+		h.duration.WithLabelValues(fileKind).Observe(time.Since(start).Seconds())
+		h.bytes.WithLabelValues(fileKind).Add(float64(rw.written))
+	}()
+	r := c.Request()
+	if r.ProtoAtLeast(1, 1) && !r.Close {
+		// apk reuses a connection only when told so explicitly.
+		rw.Header().Set("Connection", "keep-alive")
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		rw.Header().Set("Allow", "GET, HEAD")
+		plain(rw, http.StatusMethodNotAllowed, "method not allowed")
+		return nil
+	}
+	if !h.allowed(c) {
+		plain(rw, http.StatusForbidden, "forbidden")
+		return nil
+	}
+	req, err := ParsePath(r.URL.EscapedPath()[len(Prefix):])
+	if err != nil {
+		var pe *PathError
+		errors.As(err, &pe)
+		plain(rw, pe.Status, pe.Reason)
+		return nil
+	}
+	fileKind = "package"
+	if artifact.IsIndex(req.File) {
+		fileKind = "index"
+	}
+
+	ctx := r.Context()
+	app := req.Application()
+	res, err := h.cfg.Refs.Resolve(ctx, app, req.Ref)
+	if err != nil {
+		h.fail(rw, r, err, "unknown app or ref: "+req.Ref)
+		return nil
+	}
+	refKind = string(res.Kind)
+	hdr := rw.Header()
+	hdr.Set("X-Uplink-Commit", res.Commit)
+	if res.Immutable() {
+		hdr.Set("Cache-Control", "public, max-age=31536000, immutable")
+	} else {
+		hdr.Set("Cache-Control", "no-cache")
+	}
+
+	if fileKind == "index" {
+		h.serveIndex(rw, r, req, res)
+	} else {
+		h.servePackage(rw, r, req, res)
+	}
+	return nil
+}
+
+func (h *Handler) serveIndex(w *responseWriter, r *http.Request, req Request, res ref.Resolution) {
+	key := artifact.Key(req.Application(), res.Commit, req.Arch, req.File)
+	blob, err := h.cfg.Indexes.Get(r.Context(), key, func(ctx context.Context) (*cache.Blob, error) {
+		return h.loadIndex(ctx, key)
+	})
+	if errors.Is(err, errTooLarge) {
+		h.servePackage(w, r, req, res)
+		return
+	}
+	if err != nil {
+		h.fail(w, r, err, "no "+req.Arch+" repository in commit "+res.Commit)
+		return
+	}
+	w.Header().Set("Content-Type", "application/gzip")
+	w.Header().Set("ETag", blob.ETag)
+	// Last-Modified is when the ref moved to this commit, never the file's
+	// time: apk compares it with when it downloaded its copy.
+	http.ServeContent(w, r, "", res.Modified, bytes.NewReader(blob.Data))
+}
+
+var errTooLarge = errors.New("index too large to hold in memory")
+
+func (h *Handler) loadIndex(ctx context.Context, key string) (*cache.Blob, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	obj, err := h.cfg.Storage.Open(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer obj.Close()
+	info := obj.Info()
+	if info.Size > MaxIndexSize {
+		return nil, errTooLarge
+	}
+	data := make([]byte, info.Size)
+	if _, err := io.ReadFull(obj, data); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", key, err)
+	}
+	sum := sha256.Sum256(data)
+	return &cache.Blob{Data: data, ETag: `"` + hex.EncodeToString(sum[:16]) + `"`, ModTime: info.ModTime}, nil
+}
+
+func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, res ref.Resolution) {
+	ctx := r.Context()
+	app := req.Application()
+	commit := res.Commit
+	obj, err := h.cfg.Storage.Open(ctx, artifact.Key(app, commit, req.Arch, req.File))
+	// The branch moved between the client's index and this request: the
+	// package is still in an earlier commit of the branch.
+	for _, c := range res.Fallback {
+		if !storage.IsNotFound(err) {
+			break
+		}
+		commit = c
+		obj, err = h.cfg.Storage.Open(ctx, artifact.Key(app, commit, req.Arch, req.File))
+	}
+	if err != nil {
+		h.fail(w, r, err, "no "+req.Arch+"/"+req.File+" in commit "+res.Commit)
+		return
+	}
+	defer obj.Close()
+	info := obj.Info()
+	hdr := w.Header()
+	hdr.Set("X-Uplink-Commit", commit)
+	hdr.Set("Content-Type", "application/octet-stream")
+	hdr.Set("ETag", strconv.Quote(commit[:12]+"-"+info.ETag))
+	var content io.ReadSeeker = obj
+	if f, ok := obj.(interface{ File() *os.File }); ok {
+		content = f.File() // lets net/http use sendfile
+	}
+	http.ServeContent(w, r, "", info.ModTime, content)
+}
+
+// fail answers 404 for what does not exist and 503 when storage cannot say.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error, notFound string) {
+	if errors.Is(err, ref.ErrNotFound) || storage.IsNotFound(err) {
+		plain(w, http.StatusNotFound, notFound)
+		return
+	}
+	if r.Context().Err() != nil {
+		return // the client went away
+	}
+	h.log.Error("distribution: storage unavailable", "path", r.URL.Path, "err", err)
+	w.Header().Set("Retry-After", RetryAfter)
+	plain(w, http.StatusServiceUnavailable, "storage unavailable, try again later")
+}
+
+func (h *Handler) allowed(c echo.Context) bool {
+	if len(h.cfg.Allow) == 0 {
+		return true
+	}
+	host, _, err := net.SplitHostPort(c.Request().RemoteAddr)
+	if err != nil {
+		return false
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	addr = addr.Unmap()
+	for _, p := range h.cfg.Allow {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func plain(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	for _, k := range []string{"ETag", "Last-Modified", "Cache-Control", "X-Uplink-Commit"} {
+		h.Del(k)
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	io.WriteString(w, msg+"\n")
+}
+
+// responseWriter records the status and body size while keeping the
+// underlying writer's ReadFrom, which is what gives sendfile.
+type responseWriter struct {
+	http.ResponseWriter
+	status  int
+	written int64
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.written += int64(n)
+	return n, err
+}
+
+func (w *responseWriter) ReadFrom(src io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(w.ResponseWriter, src)
+	}
+	w.written += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,79 @@
+package distribution
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/ref"
+)
+
+// MaxPathLength bounds the escaped path after /distribution/.
+const MaxPathLength = 2048
+
+// Request is a parsed distribution path.
+type Request struct {
+	Ref, Org, App, Arch, File string
+}
+
+// Application returns the requested app.
+func (r Request) Application() artifact.App { return artifact.App{Org: r.Org, Name: r.App} }
+
+// PathError is a path that names nothing servable; Status is 400 for a
+// malformed path, 404 for a well-formed one that cannot exist.
+type PathError struct {
+	Status int
+	Reason string
+}
+
+func (e *PathError) Error() string { return e.Reason }
+
+func malformed(reason string) error { return &PathError{Status: http.StatusBadRequest, Reason: reason} }
+
+// ParsePath parses the escaped path that follows "/distribution/":
+// "<ref>/<org>/<app>/<arch>/<file>". Each segment is unescaped on its own,
+// so a '/' in a branch arrives as %2F and stays in the ref, while a '/'
+// decoded anywhere else is refused. '+' is a plus, never a space.
+func ParsePath(escaped string) (Request, error) {
+	if len(escaped) > MaxPathLength {
+		return Request{}, malformed("path too long")
+	}
+	segs := strings.Split(escaped, "/")
+	for _, s := range segs {
+		if s == "" {
+			return Request{}, malformed("empty path segment")
+		}
+	}
+	if len(segs) != 5 {
+		reason := "not found: the path is /distribution/<ref>/<org>/<app>/<arch>/<file>"
+		if len(segs) > 5 {
+			reason += " (a '/' in a branch name is sent as %2F)"
+		}
+		return Request{}, &PathError{Status: http.StatusNotFound, Reason: reason}
+	}
+	var parts [5]string
+	for i, s := range segs {
+		u, err := url.PathUnescape(s)
+		if err != nil {
+			return Request{}, malformed("bad percent-encoding in the path")
+		}
+		parts[i] = u
+	}
+	r := Request{Ref: parts[0], Org: parts[1], App: parts[2], Arch: parts[3], File: parts[4]}
+	if err := ref.ValidName("ref", r.Ref); err != nil {
+		return Request{}, malformed(err.Error())
+	}
+	for _, n := range []struct{ what, v string }{{"org", r.Org}, {"app", r.App}, {"arch", r.Arch}} {
+		if err := artifact.ValidName(n.what, n.v); err != nil {
+			return Request{}, malformed(err.Error())
+		}
+	}
+	if err := artifact.ValidFile(r.File); err != nil {
+		if artifact.ValidName("file", r.File) == nil {
+			return Request{}, &PathError{Status: http.StatusNotFound, Reason: err.Error()}
+		}
+		return Request{}, malformed(err.Error())
+	}
+	return r, nil
+}
