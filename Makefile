@@ -1,0 +1,28 @@
+# `make test` is the one command that runs every test on a fresh Debian
+# machine: it installs Redis and versitygw, and the tests start them on
+# loopback ports in temporary directories and stop them.
+GO ?= go
+FUZZTIME ?= 15s
+
+.PHONY: test deps vet fuzz run build
+
+test: deps vet
+	$(GO) test -race -count=1 ./...
+	$(MAKE) fuzz
+
+deps:
+	./scripts/install-test-deps.sh
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePath$$' -fuzztime $(FUZZTIME) ./distribution
+
+run:
+	$(GO) run ./cmd/uplink serve
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/uplink ./cmd/uplink

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/uplinkhq/uplink/server"
+)
+
+func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
+	fs := newFlagSet("serve", "serve [flags]")
+	fs.StringVar(&cfg.Listen, "listen", ":4080", "distribution listener (plain HTTP, what apk fetches)")
+	fs.StringVar(&cfg.AdminListen, "admin-listen", "127.0.0.1:4040", "admin listener: API, /metrics, /healthz, /readyz")
+	fs.StringVar(&cfg.AdminTLSCert, "admin-tls-cert", "", "serve the admin listener over TLS with this certificate (PEM)")
+	fs.StringVar(&cfg.AdminTLSKey, "admin-tls-key", "", "private key (PEM) for --admin-tls-cert")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./uplink-data", "local data: filesystem storage, the generated admin token, upload spooling")
+	fs.StringVar(&cfg.Storage, "storage", "filesystem", "storage driver: filesystem (under --data-dir) or s3")
+	fs.StringVar(&cfg.S3.Endpoint, "s3-endpoint", "", "S3 endpoint host[:port], e.g. s3.eu-west-1.amazonaws.com")
+	fs.StringVar(&cfg.S3.Bucket, "s3-bucket", "", "S3 bucket holding deployments/ and meta/")
+	fs.StringVar(&cfg.S3.Region, "s3-region", "", "S3 region")
+	fs.StringVar(&cfg.S3.AccessKey, "s3-access-key", "", "S3 access key")
+	fs.StringVar(&cfg.S3.SecretKey, "s3-secret-key", "", "S3 secret key")
+	fs.BoolVar(&cfg.S3.UseTLS, "s3-tls", true, "use HTTPS to reach S3")
+	fs.BoolVar(&cfg.S3.PathStyle, "s3-path-style", false, "path-style bucket addressing (minio, versitygw, most self-hosted S3)")
+	fs.BoolVar(&cfg.S3CreateBucket, "s3-create-bucket", false, "create the bucket at start if it does not exist")
+	fs.StringVar(&cfg.Redis, "redis", "", "Redis URL (redis://host:6379/0) shared by replicas; empty: in-process cache only")
+	fs.StringVar(&cfg.RedisPrefix, "redis-prefix", "uplink:v1:", "prefix of every Redis key and channel")
+	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", 100*time.Millisecond, "bound on each Redis call; past it requests go to storage")
+	fs.DurationVar(&cfg.RedisTTL, "redis-ttl", time.Minute, "how long a ref pointer lives in Redis")
+	fs.DurationVar(&cfg.RefCacheTTL, "ref-cache-ttl", 5*time.Second, "how long a replica trusts a ref pointer in memory without hearing of a publish")
+	fs.Var(sizeFlag{&cfg.IndexCacheSize}, "index-cache-size", "memory for indexes of published commits (e.g. 256MiB)")
+	fs.IntVar(&cfg.Retention, "retention", 20, "commits of a branch that a package request through the branch may fall back to")
+	fs.Var(cidrFlag{&cfg.AllowCIDR}, "allow-cidr", "comma-separated prefixes allowed to fetch from /distribution (default: everyone)")
+	fs.Var(listFlag{&cfg.AdminTokens}, "admin-token", "comma-separated admin bearer tokens (default: generated into <data-dir>/"+server.TokenFile+")")
+	fs.Var(sizeFlag{&cfg.MaxUpload}, "max-upload-size", "largest artifact file accepted by upload")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight downloads may take to finish")
+	fs.BoolVar(&cfg.AccessLog, "access-log", true, "log every distribution request")
+	fs.StringVar(logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(logFormat, "log-format", "text", "text or json")
+	return fs
+}
+
+func defaultConfig() server.Config {
+	return server.Config{IndexCacheSize: 256 << 20, MaxUpload: 2 << 30}
+}
+
+// validate reports every mistake at once, each with what to do.
+func validate(cfg *server.Config, logLevel, logFormat string) error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for _, l := range []struct{ flag, v string }{{"--listen", cfg.Listen}, {"--admin-listen", cfg.AdminListen}} {
+		_, port, err := net.SplitHostPort(l.v)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+			bad("%s %q: want host:port, e.g. :4080 or 127.0.0.1:4040", l.flag, l.v)
+		}
+	}
+	if (cfg.AdminTLSCert == "") != (cfg.AdminTLSKey == "") {
+		bad("--admin-tls-cert and --admin-tls-key go together")
+	}
+	for _, f := range []string{cfg.AdminTLSCert, cfg.AdminTLSKey} {
+		if f != "" {
+			if _, err := os.Stat(f); err != nil {
+				bad("admin TLS file: %v", err)
+			}
+		}
+	}
+	if cfg.DataDir == "" {
+		bad("--data-dir must not be empty")
+	}
+	switch cfg.Storage {
+	case "filesystem":
+	case "s3":
+		if cfg.S3.Endpoint == "" || strings.Contains(cfg.S3.Endpoint, "/") {
+			bad("--s3-endpoint %q: want host[:port] without a scheme (use --s3-tls=false for plain HTTP)", cfg.S3.Endpoint)
+		}
+		if cfg.S3.Bucket == "" {
+			bad("--s3-bucket is required with --storage s3")
+		}
+		if (cfg.S3.AccessKey == "") != (cfg.S3.SecretKey == "") {
+			bad("--s3-access-key and --s3-secret-key go together")
+		}
+	default:
+		bad("--storage %q: want filesystem or s3", cfg.Storage)
+	}
+	if cfg.Redis != "" {
+		if u, err := url.Parse(cfg.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			bad("--redis %q: want redis://host:port/db, rediss://... or unix:///path", cfg.Redis)
+		}
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--redis-timeout", cfg.RedisTimeout}, {"--redis-ttl", cfg.RedisTTL}, {"--ref-cache-ttl", cfg.RefCacheTTL}, {"--shutdown-timeout", cfg.ShutdownTimeout}} {
+		if d.v <= 0 {
+			bad("%s must be positive", d.flag)
+		}
+	}
+	if cfg.IndexCacheSize < 1<<20 {
+		bad("--index-cache-size must be at least 1MiB")
+	}
+	if cfg.MaxUpload < 1<<10 {
+		bad("--max-upload-size must be at least 1KiB")
+	}
+	if cfg.Retention < 1 || cfg.Retention > 1000 {
+		bad("--retention must be from 1 to 1000")
+	}
+	for _, t := range cfg.AdminTokens {
+		if len(t) < 16 {
+			bad("--admin-token: every token needs at least 16 characters")
+			break
+		}
+	}
+	if _, err := parseLevel(logLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if logFormat != "text" && logFormat != "json" {
+		bad("--log-format %q: want text or json", logFormat)
+	}
+	return errors.Join(errs...)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func newLogger(level, format string) *slog.Logger {
+	l, _ := parseLevel(level)
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func serve(args []string) int {
+	cfg := defaultConfig()
+	var logLevel, logFormat string
+	fs := serveFlags(&cfg, &logLevel, &logFormat)
+	pos, err := parse(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return fail(os.Stderr, err)
+	}
+	if len(pos) > 0 {
+		return fail(os.Stderr, fmt.Errorf("serve takes no arguments, got %q", pos))
+	}
+	if err := validate(&cfg, logLevel, logFormat); err != nil {
+		fmt.Fprintln(os.Stderr, "uplink: invalid configuration:")
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(os.Stderr, "  -", line)
+		}
+		return 2
+	}
+	log := newLogger(logLevel, logFormat)
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		return fail(os.Stderr, err)
+	}
+	if err := srv.Run(ctx); err != nil {
+		return fail(os.Stderr, err)
+	}
+	return 0
+}

@@ -1,0 +1,317 @@
+// Package server wires uplink's parts into the two listeners: distribution
+// (what apk fetches) and admin (the API, health and metrics).
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/uplinkhq/uplink/admin"
+	"github.com/uplinkhq/uplink/cache"
+	"github.com/uplinkhq/uplink/distribution"
+	"github.com/uplinkhq/uplink/ref"
+	"github.com/uplinkhq/uplink/storage"
+	"github.com/uplinkhq/uplink/storage/filesystem"
+	"github.com/uplinkhq/uplink/storage/s3"
+)
+
+// Config is everything `uplink serve` can be told.
+type Config struct {
+	Listen       string
+	AdminListen  string
+	AdminTLSCert string
+	AdminTLSKey  string
+
+	DataDir string
+	// Storage is "filesystem" (under DataDir) or "s3".
+	Storage        string
+	S3             s3.Config
+	S3CreateBucket bool
+
+	// Redis is a redis:// URL; empty keeps every cache in process.
+	Redis        string
+	RedisPrefix  string
+	RedisTimeout time.Duration
+	RedisTTL     time.Duration
+	RefCacheTTL  time.Duration
+
+	IndexCacheSize int64
+	Retention      int
+	AllowCIDR      []netip.Prefix
+
+	AdminTokens []string
+	MaxUpload   int64
+
+	ShutdownTimeout time.Duration
+	AccessLog       bool
+}
+
+// TokenFile is where a generated admin token is kept, inside DataDir.
+const TokenFile = "admin-token"
+
+// Server is a configured uplink.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	store   storage.Driver
+	refs    *ref.Store
+	cache   *cache.Refs
+	rdb     *redis.Client
+	dist    *echo.Echo
+	admin   *echo.Echo
+	distSrv *http.Server
+	admSrv  *http.Server
+	distLn  net.Listener
+	admLn   net.Listener
+	stop    context.CancelFunc
+}
+
+// New builds a Server; it opens storage and Redis but listens on nothing.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var drv storage.Driver
+	switch cfg.Storage {
+	case "", "filesystem":
+		d, err := filesystem.New(filepath.Join(cfg.DataDir, "storage"))
+		if err != nil {
+			return nil, fmt.Errorf("filesystem storage: %w", err)
+		}
+		drv = d
+	case "s3":
+		d, err := s3.New(ctx, cfg.S3)
+		if err != nil {
+			return nil, fmt.Errorf("s3 storage: %w", err)
+		}
+		if cfg.S3CreateBucket {
+			if err := d.EnsureBucket(ctx); err != nil {
+				return nil, fmt.Errorf("s3 storage: creating bucket %q: %w", cfg.S3.Bucket, err)
+			}
+		}
+		drv = d
+	default:
+		return nil, fmt.Errorf("unknown storage driver %q (filesystem or s3)", cfg.Storage)
+	}
+	drv = storage.Instrument(drv, reg)
+
+	s := &Server{cfg: cfg, log: log, store: drv}
+	s.refs = ref.NewStore(drv)
+	s.refs.Retention = cfg.Retention
+
+	if cfg.Redis != "" {
+		opts, err := redis.ParseURL(cfg.Redis)
+		if err != nil {
+			return nil, fmt.Errorf("redis: %w", err)
+		}
+		// Redis is a cache: fail fast and fall through to storage.
+		timeout := cfg.RedisTimeout
+		if timeout <= 0 {
+			timeout = 100 * time.Millisecond
+		}
+		opts.DialTimeout = 4 * timeout
+		opts.ReadTimeout = timeout
+		opts.WriteTimeout = timeout
+		opts.MaxRetries = -1
+		opts.ContextTimeoutEnabled = true
+		s.rdb = redis.NewClient(opts)
+	}
+	var rc redis.UniversalClient
+	if s.rdb != nil {
+		rc = s.rdb
+	}
+	s.cache = cache.NewRefs(s.refs, cache.RefsConfig{
+		Redis: rc, Prefix: cfg.RedisPrefix, TTL: cfg.RefCacheTTL, RedisTTL: cfg.RedisTTL,
+		RedisTimeout: cfg.RedisTimeout, Logger: log, Registerer: reg,
+	})
+	indexes := cache.NewBlobs(cfg.IndexCacheSize, reg)
+
+	tokens, err := s.adminTokens()
+	if err != nil {
+		return nil, err
+	}
+
+	s.dist = newEcho(log, cfg.AccessLog)
+	distribution.New(distribution.Config{
+		Storage: drv, Refs: s.cache, Indexes: indexes, Allow: cfg.AllowCIDR, Logger: log, Registerer: reg,
+	}).Register(s.dist)
+	s.dist.RouteNotFound("/*", func(c echo.Context) error {
+		return c.String(http.StatusNotFound, "not found: repositories are under /distribution/\n")
+	})
+
+	s.admin = newEcho(log, true)
+	api := admin.New(admin.Config{
+		Storage: drv, Refs: s.refs, Cache: s.cache, Tokens: tokens, MaxUpload: cfg.MaxUpload,
+		TempDir: cfg.DataDir, Logger: log,
+	})
+	s.admin.HTTPErrorHandler = api.ErrorHandler
+	api.Register(s.admin)
+	s.admin.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
+	s.admin.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	s.admin.GET("/readyz", s.ready)
+	return s, nil
+}
+
+func newEcho(log *slog.Logger, accessLog bool) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = echo.ExtractIPDirect()
+	e.Use(middleware.RequestID())
+	if accessLog {
+		e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
+			LogStatus: true, LogURI: true, LogMethod: true, LogLatency: true, LogRemoteIP: true,
+			LogRequestID: true, LogResponseSize: true, LogUserAgent: true, HandleError: true,
+			LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
+				log.LogAttrs(c.Request().Context(), slog.LevelInfo, "request",
+					slog.String("id", v.RequestID), slog.String("method", v.Method), slog.String("uri", v.URI),
+					slog.Int("status", v.Status), slog.Int64("bytes", v.ResponseSize),
+					slog.Duration("latency", v.Latency), slog.String("remote", v.RemoteIP),
+					slog.String("user_agent", v.UserAgent))
+				return nil
+			},
+		}))
+	}
+	e.Use(middleware.Recover())
+	return e
+}
+
+// adminTokens returns the configured tokens, or the one kept in the data
+// directory, generating it on first start.
+func (s *Server) adminTokens() ([]string, error) {
+	if len(s.cfg.AdminTokens) > 0 {
+		return s.cfg.AdminTokens, nil
+	}
+	path := filepath.Join(s.cfg.DataDir, TokenFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return []string{t}, nil
+		}
+	}
+	if err := os.MkdirAll(s.cfg.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	token := hex.EncodeToString(raw)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) { // another process won the race
+		b, err := os.ReadFile(path)
+		return []string{strings.TrimSpace(string(b))}, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("writing the admin token: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(token + "\n"); err != nil {
+		return nil, err
+	}
+	s.log.Info("generated an admin token", "path", path)
+	return []string{token}, nil
+}
+
+func (s *Server) ready(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
+	defer cancel()
+	out := map[string]string{"storage": "ok", "redis": "disabled"}
+	status := http.StatusOK
+	if _, err := s.store.Stat(ctx, "meta/readiness-probe"); err != nil && !storage.IsNotFound(err) {
+		out["storage"] = "unreachable"
+		status = http.StatusServiceUnavailable
+	}
+	if s.rdb != nil {
+		out["redis"] = "ok"
+		if err := s.rdb.Ping(ctx).Err(); err != nil {
+			out["redis"] = "unreachable (serving from storage)"
+		}
+	}
+	return c.JSON(status, out)
+}
+
+// Start binds both listeners and serves in the background.
+func (s *Server) Start(ctx context.Context) error {
+	var err error
+	if s.distLn, err = net.Listen("tcp", s.cfg.Listen); err != nil {
+		return fmt.Errorf("distribution listener: %w", err)
+	}
+	if s.admLn, err = net.Listen("tcp", s.cfg.AdminListen); err != nil {
+		s.distLn.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	s.distSrv = &http.Server{Handler: s.dist, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.admSrv = &http.Server{Handler: s.admin, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stop = stop
+	go s.cache.Run(runCtx)
+	go s.serve(s.distSrv, s.distLn, "", "")
+	go s.serve(s.admSrv, s.admLn, s.cfg.AdminTLSCert, s.cfg.AdminTLSKey)
+	s.log.Info("uplink serving", "distribution", s.distLn.Addr().String(), "admin", s.admLn.Addr().String(),
+		"storage", s.cfg.Storage, "redis", s.rdb != nil)
+	return nil
+}
+
+func (s *Server) serve(srv *http.Server, ln net.Listener, cert, key string) {
+	var err error
+	if cert != "" {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		err = srv.ServeTLS(ln, cert, key)
+	} else {
+		err = srv.Serve(ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("listener stopped", "addr", ln.Addr().String(), "err", err)
+	}
+}
+
+// DistributionAddr is the bound distribution address (after Start).
+func (s *Server) DistributionAddr() string { return s.distLn.Addr().String() }
+
+// AdminAddr is the bound admin address (after Start).
+func (s *Server) AdminAddr() string { return s.admLn.Addr().String() }
+
+// Shutdown stops accepting connections and waits for in-flight requests
+// (downloads included) until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	errs := []error{s.distSrv.Shutdown(ctx), s.admSrv.Shutdown(ctx)}
+	s.stop()
+	if s.rdb != nil {
+		errs = append(errs, s.rdb.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	s.log.Info("shutting down: waiting for in-flight requests", "timeout", s.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	return s.Shutdown(sctx)
+}
