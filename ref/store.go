@@ -146,7 +146,18 @@ func journalKey(app artifact.App, b Build) string {
 
 func appMarkerKey(app artifact.App) string { return "meta/apps/" + app.Org + "/" + app.Name }
 
-func (s *Store) getJSON(ctx context.Context, key string, v any) (string, error) {
+// getJSON reads one JSON object. A read that overlapped a write (the
+// driver reports the object changed under it) is retried.
+func (s *Store) getJSON(ctx context.Context, key string, v any) (etag string, err error) {
+	for range 5 {
+		if etag, err = s.readJSON(ctx, key, v); !errors.Is(err, storage.ErrConditionFailed) {
+			break
+		}
+	}
+	return etag, err
+}
+
+func (s *Store) readJSON(ctx context.Context, key string, v any) (string, error) {
 	obj, err := s.d.Open(ctx, key)
 	if err != nil {
 		return "", err
@@ -174,16 +185,17 @@ func update[T any](ctx context.Context, s *Store, key string, fn func(cur *T, ex
 		var cur T
 		etag, err := s.getJSON(ctx, key, &cur)
 		exists := err == nil
-		if err != nil && !storage.IsNotFound(err) {
-			return err
-		}
-		write, err := fn(&cur, exists)
-		if err != nil || !write {
-			return err
-		}
-		cond := storage.Condition{IfAbsent: !exists, IfMatch: etag}
-		err = s.putJSON(ctx, key, &cur, cond)
-		if !errors.Is(err, storage.ErrConditionFailed) {
+		switch {
+		case err == nil, storage.IsNotFound(err):
+			write, err := fn(&cur, exists)
+			if err != nil || !write {
+				return err
+			}
+			err = s.putJSON(ctx, key, &cur, storage.Condition{IfAbsent: !exists, IfMatch: etag})
+			if !errors.Is(err, storage.ErrConditionFailed) {
+				return err
+			}
+		case !errors.Is(err, storage.ErrConditionFailed): // changed while we read it: retry
 			return err
 		}
 		// Lost the race: back off a little, with jitter, and re-read.
