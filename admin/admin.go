@@ -127,7 +127,7 @@ func decode(c echo.Context, v any) error {
 		}
 		return fmt.Errorf("%w: %s", errBadJSON, err.Error())
 	}
-	if dec.More() {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) { // dec.More() misses a trailing "}" or "]"
 		return fmt.Errorf("%w: trailing data after the object", errBadJSON)
 	}
 	return nil

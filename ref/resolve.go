@@ -132,4 +132,3 @@ func (s *Store) expand(ctx context.Context, app artifact.App, abbrev string) (st
 	}
 	return "", &AmbiguousError{Abbrev: abbrev, Commits: commits}
 }
-

@@ -145,4 +145,3 @@ func TestRedisDown(t *testing.T) {
 	n1.publish(t, c, "main", hello(t, key, "3.0-r0", "C"))
 	eventually(t, 5*time.Second, "n2 hears of publishes again", func() bool { return commitAt(t, n2, "main") == c })
 }
-

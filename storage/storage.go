@@ -10,6 +10,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Info describes one stored object.
@@ -96,12 +97,13 @@ func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 // MaxKeyLength bounds keys well below S3's 1024-byte limit.
 const MaxKeyLength = 900
 
-// ValidKey checks that key is a relative, clean, '/'-separated path: no
-// empty, "." or ".." segment, no segment starting with '.', no backslash,
-// NUL or other control character. Drivers call it before touching the
-// backend, so no key can reach outside the store.
+// ValidKey checks that key is a relative, clean, '/'-separated path of
+// valid UTF-8 (S3 accepts nothing else): no empty, "." or ".." segment, no
+// segment starting with '.', no backslash, NUL or other control character.
+// Drivers call it before touching the backend, so no key can reach outside
+// the store.
 func ValidKey(key string) error {
-	if key == "" || len(key) > MaxKeyLength {
+	if key == "" || len(key) > MaxKeyLength || !utf8.ValidString(key) {
 		return fmt.Errorf("%w: %q", ErrInvalidKey, key)
 	}
 	for seg := range strings.SplitSeq(key, "/") {
