@@ -231,18 +231,20 @@ func (a *API) upload(c echo.Context) error {
 	ctx := c.Request().Context()
 	key := artifact.Key(app, commit, arch, file)
 
-	_, err = a.cfg.Refs.Build(ctx, app, commit)
-	published := err == nil
-	if err != nil && !errors.Is(err, ref.ErrNotFound) {
-		return err
-	}
-
 	tmp, sum, size, err := a.spool(c)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
+
+	// Checked after the (possibly long) upload, so that the window in
+	// which a racing publish could be missed is only the write below.
+	_, err = a.cfg.Refs.Build(ctx, app, commit)
+	published := err == nil
+	if err != nil && !errors.Is(err, ref.ErrNotFound) {
+		return err
+	}
 
 	existing, err := a.sha256(ctx, key)
 	switch {

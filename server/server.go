@@ -208,9 +208,7 @@ func (s *Server) adminTokens() ([]string, error) {
 	}
 	path := filepath.Join(s.cfg.DataDir, TokenFile)
 	if b, err := os.ReadFile(path); err == nil {
-		if t := strings.TrimSpace(string(b)); t != "" {
-			return []string{t}, nil
-		}
+		return s.tokenFromFile(path, b)
 	}
 	if err := os.MkdirAll(s.cfg.DataDir, 0o755); err != nil {
 		return nil, err
@@ -220,8 +218,12 @@ func (s *Server) adminTokens() ([]string, error) {
 	token := hex.EncodeToString(raw)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) { // another process won the race
+		time.Sleep(100 * time.Millisecond) // and is writing it
 		b, err := os.ReadFile(path)
-		return []string{strings.TrimSpace(string(b))}, err
+		if err != nil {
+			return nil, err
+		}
+		return s.tokenFromFile(path, b)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("writing the admin token: %w", err)
@@ -232,6 +234,19 @@ func (s *Server) adminTokens() ([]string, error) {
 	}
 	s.log.Info("generated an admin token", "path", path)
 	return []string{token}, nil
+}
+
+// tokenFromFile refuses an empty file rather than start a server that no
+// request can authenticate to.
+func (s *Server) tokenFromFile(path string, b []byte) ([]string, error) {
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return nil, fmt.Errorf("admin token file %s is empty: delete it to generate a new token, or pass --admin-token", path)
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+		s.log.Warn("admin token file is readable by others; chmod 600 it", "path", path, "mode", st.Mode().Perm().String())
+	}
+	return []string{t}, nil
 }
 
 func (s *Server) ready(c echo.Context) error {

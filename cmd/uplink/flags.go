@@ -18,20 +18,11 @@ func envName(flag string) string {
 	return "UPLINK_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
-// parse applies UPLINK_* variables, then the command line (which wins),
-// and returns the positional arguments. Flags may follow positionals.
+// parse reads the command line, then UPLINK_* variables for the flags
+// the command line left unset (so the command line wins, and a list flag
+// given there replaces the environment's list), and returns the
+// positional arguments. Flags may follow positionals.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if v, ok := os.LookupEnv(envName(f.Name)); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %v", envName(f.Name), v, err))
-			}
-		}
-	})
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -39,11 +30,22 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		args = fs.Args()
 		if len(args) == 0 {
-			return pos, nil
+			break
 		}
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(envName(f.Name)); ok && !set[f.Name] {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %v", envName(f.Name), v, err))
+			}
+		}
+	})
+	return pos, errors.Join(errs...)
 }
 
 func newFlagSet(name, usage string) *flag.FlagSet {

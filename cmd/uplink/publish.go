@@ -38,7 +38,9 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 func (c *clientFlags) client() (*client.Client, error) {
 	token := c.token
 	if token == "" {
-		token = os.Getenv("UPLINK_ADMIN_TOKEN")
+		// serve takes a list here; any one of them will do.
+		token, _, _ = strings.Cut(os.Getenv("UPLINK_ADMIN_TOKEN"), ",")
+		token = strings.TrimSpace(token)
 	}
 	if token == "" {
 		b, err := os.ReadFile(filepath.Join(c.dataDir, server.TokenFile))

@@ -71,7 +71,7 @@ func validate(cfg *server.Config, logLevel, logFormat string) error {
 	for _, f := range []string{cfg.AdminTLSCert, cfg.AdminTLSKey} {
 		if f != "" {
 			if _, err := os.Stat(f); err != nil {
-				bad("admin TLS file: %v", err)
+				bad("--admin-tls-cert/--admin-tls-key: %v", err)
 			}
 		}
 	}
