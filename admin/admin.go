@@ -20,6 +20,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/installation"
 	"github.com/uplinkhq/uplink/ref"
 	"github.com/uplinkhq/uplink/storage"
 )
@@ -38,6 +39,8 @@ type Config struct {
 	Refs    *ref.Store
 	// Cache is told of every pointer move; may be nil.
 	Cache Invalidator
+	// Installations are upgraded by publishes to the branch they track.
+	Installations *installation.Service
 	// Tokens are the accepted bearer tokens.
 	Tokens []string
 	// MaxUpload bounds one uploaded artifact file.
@@ -69,6 +72,7 @@ func (a *API) Register(e *echo.Echo) {
 	g.POST("/apps/:org/:app/builds", a.publish)
 	g.GET("/apps/:org/:app/builds", a.listBuilds)
 	g.GET("/apps/:org/:app/refs", a.listRefs)
+	a.registerInstallations(g)
 	g.Any("/*", func(echo.Context) error { return errorf(http.StatusNotFound, "not_found", "no such endpoint") })
 }
 
@@ -207,6 +211,11 @@ func (a *API) publish(c echo.Context) error {
 		return err
 	}
 	a.log.Info("published", "app", app.String(), "commit", build.Commit, "branch", req.Branch, "tags", req.Tags)
+	if req.Branch != "" && a.cfg.Installations != nil {
+		if err := a.cfg.Installations.OnPublish(ctx, app, req.Branch, build.Commit); err != nil {
+			a.log.Error("publish: could not start upgrades of the installations tracking the branch", "app", app.String(), "branch", req.Branch, "err", err)
+		}
+	}
 	return c.JSON(http.StatusCreated, build)
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/installation"
 	"github.com/uplinkhq/uplink/ref"
 	"github.com/uplinkhq/uplink/storage"
 )
@@ -20,6 +21,8 @@ type Error struct {
 	Status  int    `json:"-"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Operation names the running operation of a 409.
+	Operation string `json:"operation,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -33,13 +36,15 @@ func errorf(status int, code, format string, args ...any) *Error {
 // and its detail stays in the log.
 func toError(err error) *Error {
 	var (
-		e   *Error
-		he  *echo.HTTPError
-		mi  *ref.MissingIndexError
-		mbe *http.MaxBytesError
-		syn *json.SyntaxError
-		typ *json.UnmarshalTypeError
-		amb *ref.AmbiguousError
+		e    *Error
+		he   *echo.HTTPError
+		mi   *ref.MissingIndexError
+		mbe  *http.MaxBytesError
+		syn  *json.SyntaxError
+		typ  *json.UnmarshalTypeError
+		amb  *ref.AmbiguousError
+		busy *installation.BusyError
+		unus *installation.UnusableError
 	)
 	switch {
 	case errors.As(err, &e):
@@ -54,6 +59,12 @@ func toError(err error) *Error {
 		return errorf(he.Code, codeFor(he.Code), "%s", msg)
 	case errors.As(err, &mi):
 		return errorf(http.StatusUnprocessableEntity, "missing_index", "%s", mi.Error())
+	case errors.As(err, &busy):
+		e := errorf(http.StatusConflict, "operation_running", "%s", busy.Error())
+		e.Operation = busy.Running
+		return e
+	case errors.As(err, &unus):
+		return errorf(http.StatusUnprocessableEntity, "unusable", "%s", unus.Error())
 	case errors.As(err, &amb):
 		return errorf(http.StatusConflict, "ambiguous_ref", "%s", amb.Error())
 	case errors.Is(err, ref.ErrNotFound):

@@ -135,3 +135,9 @@ func (c *Client) Refs(ctx context.Context, app string) (ref.Refs, error) {
 func (c *Client) Get(ctx context.Context, path string, out any) error {
 	return c.json(ctx, http.MethodGet, path, nil, out)
 }
+
+// JSON calls any endpoint with in as the JSON body (nil for none) and
+// decodes the answer into out (nil to ignore it).
+func (c *Client) JSON(ctx context.Context, method, path string, in, out any) error {
+	return c.json(ctx, method, path, in, out)
+}

@@ -3,10 +3,12 @@ package ref
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/storage"
 )
 
 // Kind says how a ref resolved.
@@ -131,4 +133,29 @@ func (s *Store) expand(ctx context.Context, app artifact.App, abbrev string) (st
 		return commits[0], nil
 	}
 	return "", &AmbiguousError{Abbrev: abbrev, Commits: commits}
+}
+
+// Commit resolves a full or abbreviated commit SHA of a published build,
+// never a branch or tag of the same spelling.
+func (s *Store) Commit(ctx context.Context, app artifact.App, sha string) (string, error) {
+	sha = strings.ToLower(sha)
+	switch {
+	case artifact.IsFullCommit(sha):
+		if _, err := s.Build(ctx, app, sha); err != nil {
+			return "", err
+		}
+		return sha, nil
+	case len(sha) >= MinAbbrev && len(sha) < 64 && artifact.IsHex(sha):
+		return s.expand(ctx, app, sha)
+	}
+	return "", fmt.Errorf("%w: commit %q is not a SHA of at least %d hex digits", artifact.ErrInvalid, sha, MinAbbrev)
+}
+
+// AppExists reports whether app has published builds.
+func (s *Store) AppExists(ctx context.Context, app artifact.App) (bool, error) {
+	_, err := s.d.Stat(ctx, appMarkerKey(app))
+	if storage.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
 }

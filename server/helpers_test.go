@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"crypto/sha1"
 	"fmt"
 	"io"
@@ -193,3 +194,8 @@ func readFile(t *testing.T, root, rel string) string {
 	}
 	return string(b)
 }
+
+// testenvRedis starts a real Redis for the test and returns its address.
+func testenvRedis(t *testing.T) string { return testenv.StartRedis(t).Addr }
+
+func asClientError(err error, target **client.Error) bool { return errors.As(err, target) }

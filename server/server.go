@@ -28,6 +28,8 @@ import (
 	"github.com/uplinkhq/uplink/admin"
 	"github.com/uplinkhq/uplink/cache"
 	"github.com/uplinkhq/uplink/distribution"
+	"github.com/uplinkhq/uplink/installation"
+	"github.com/uplinkhq/uplink/operation"
 	"github.com/uplinkhq/uplink/ref"
 	"github.com/uplinkhq/uplink/storage"
 	"github.com/uplinkhq/uplink/storage/filesystem"
@@ -63,6 +65,17 @@ type Config struct {
 
 	ShutdownTimeout time.Duration
 	AccessLog       bool
+
+	// DistributionURL is how instances reach the distribution listener;
+	// it goes into their repository lines.
+	DistributionURL string
+	// OperationLease is how long a replica may go silent before another
+	// takes its operation over; OperationScan how often replicas look.
+	OperationLease time.Duration
+	OperationScan  time.Duration
+	// NoBackendDelay makes each step of the "no instance backend" driver
+	// take this long (rehearsals, tests).
+	NoBackendDelay time.Duration
 }
 
 // TokenFile is where a generated admin token is kept, inside DataDir.
@@ -83,6 +96,8 @@ type Server struct {
 	distLn  net.Listener
 	admLn   net.Listener
 	stop    context.CancelFunc
+	engine  *operation.Engine
+	done    chan struct{}
 }
 
 // New builds a Server; it opens storage and Redis but listens on nothing.
@@ -151,6 +166,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	indexes := cache.NewBlobs(cfg.IndexCacheSize, reg)
 
+	installations := installation.New(installation.Config{
+		Storage: drv, Refs: s.refs, Resolver: s.cache, DistributionURL: cfg.DistributionURL,
+		Kick: func() { s.engine.Kick() },
+	})
+	backend := installation.Verifying{Backend: operation.NoBackend{Delay: cfg.NoBackendDelay}, Storage: drv}
+	s.engine = operation.NewEngine(installations, backend, operation.EngineConfig{
+		Lease: cfg.OperationLease, Scan: cfg.OperationScan, Logger: log, Registerer: reg,
+	})
+
 	tokens, err := s.adminTokens()
 	if err != nil {
 		return nil, err
@@ -166,7 +190,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 
 	s.admin = newEcho(log, true)
 	api := admin.New(admin.Config{
-		Storage: drv, Refs: s.refs, Cache: s.cache, Tokens: tokens, MaxUpload: cfg.MaxUpload,
+		Storage: drv, Refs: s.refs, Cache: s.cache, Installations: installations, Tokens: tokens, MaxUpload: cfg.MaxUpload,
 		TempDir: cfg.DataDir, Logger: log,
 	})
 	s.admin.HTTPErrorHandler = api.ErrorHandler
@@ -282,6 +306,8 @@ func (s *Server) Start(ctx context.Context) error {
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
 	go s.cache.Run(runCtx)
+	s.done = make(chan struct{})
+	go func() { defer close(s.done); s.engine.Run(runCtx) }()
 	go s.serve(s.distSrv, s.distLn, "", "")
 	go s.serve(s.admSrv, s.admLn, s.cfg.AdminTLSCert, s.cfg.AdminTLSKey)
 	s.log.Info("uplink serving", "distribution", s.distLn.Addr().String(), "admin", s.admLn.Addr().String(),
@@ -312,7 +338,10 @@ func (s *Server) AdminAddr() string { return s.admLn.Addr().String() }
 // (downloads included) until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	errs := []error{s.distSrv.Shutdown(ctx), s.admSrv.Shutdown(ctx)}
+	// Operations in flight stop here; their leases lapse and a replica
+	// (or this one, restarted) resumes them.
 	s.stop()
+	<-s.done
 	if s.rdb != nil {
 		errs = append(errs, s.rdb.Close())
 	}

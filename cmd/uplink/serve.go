@@ -46,6 +46,10 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.Var(sizeFlag{&cfg.MaxUpload}, "max-upload-size", "largest artifact file accepted by upload")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight downloads may take to finish")
 	fs.BoolVar(&cfg.AccessLog, "access-log", true, "log every distribution request")
+	fs.StringVar(&cfg.DistributionURL, "distribution-url", "", "how instances reach the distribution listener, for their repository lines (default http://<hostname>:<listen port>)")
+	fs.DurationVar(&cfg.OperationLease, "operation-lease", 15*time.Second, "how long a replica may go silent before another takes its operation over")
+	fs.DurationVar(&cfg.OperationScan, "operation-scan", 5*time.Second, "how often replicas look for operations nobody runs")
+	fs.DurationVar(&cfg.NoBackendDelay, "no-backend-step-delay", 0, "without an instance backend, make each recorded step take this long (rehearsals, tests)")
 	fs.StringVar(logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(logFormat, "log-format", "text", "text or json")
 	return fs
@@ -105,6 +109,17 @@ func validate(cfg *server.Config, logLevel, logFormat string) error {
 		if d.v <= 0 {
 			bad("%s must be positive", d.flag)
 		}
+	}
+	if cfg.DistributionURL == "" {
+		host, _ := os.Hostname()
+		_, port, _ := net.SplitHostPort(cfg.Listen)
+		cfg.DistributionURL = "http://" + net.JoinHostPort(host, port)
+	}
+	if u, err := url.Parse(cfg.DistributionURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		bad("--distribution-url %q: want http://host[:port] (instances fetch from it)", cfg.DistributionURL)
+	}
+	if cfg.OperationLease < time.Second || cfg.OperationScan <= 0 || cfg.NoBackendDelay < 0 {
+		bad("--operation-lease must be at least 1s, --operation-scan positive, --no-backend-step-delay not negative")
 	}
 	if cfg.IndexCacheSize < 1<<20 {
 		bad("--index-cache-size must be at least 1MiB")

@@ -1,0 +1,679 @@
+package installation
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/operation"
+	"github.com/uplinkhq/uplink/ref"
+	"github.com/uplinkhq/uplink/storage"
+)
+
+// KeepOperations is how many finished operations stay in an
+// installation's record; older ones move to their own objects.
+const KeepOperations = 20
+
+// BusyError refuses a change while another operation runs.
+type BusyError struct{ Running string }
+
+func (e *BusyError) Error() string {
+	return "operation " + e.Running + " is running for this installation; wait for it to end"
+}
+
+// UnusableError is a request that refers to something that exists in a
+// form that cannot be used (422).
+type UnusableError struct{ Msg string }
+
+func (e *UnusableError) Error() string { return e.Msg }
+
+// Config wires a Service.
+type Config struct {
+	Storage storage.Driver
+	Refs    *ref.Store
+	// Resolver answers what a tracked branch points at now (cached).
+	Resolver ref.Resolver
+	// DistributionURL is how instances reach the distribution listener,
+	// e.g. http://uplink:4080.
+	DistributionURL string
+	// Kick is called after an operation is created; may be nil.
+	Kick func()
+	// Observe reports an installation's instances; may be nil.
+	Observe func(ctx context.Context, name string) []Instance
+}
+
+// Service manages installations and keeps their operations; it is the
+// operation.Journal of the engine.
+type Service struct {
+	cfg Config
+	d   storage.Driver
+}
+
+// New returns a Service.
+func New(cfg Config) *Service { return &Service{cfg: cfg, d: cfg.Storage} }
+
+const prefix = "meta/installations/"
+
+func recordKey(name string) string { return prefix + name }
+
+func archiveKey(name string, seq int64) string {
+	return fmt.Sprintf("meta/operations/%s/%012d", name, seq)
+}
+
+func notFound(name string) error { return &ref.NotFoundError{What: "installation " + name} }
+
+func (s *Service) load(ctx context.Context, name string) (*Record, string, error) {
+	for range 5 {
+		obj, err := s.d.Open(ctx, recordKey(name))
+		if err != nil {
+			return nil, "", err
+		}
+		var r Record
+		err = json.NewDecoder(obj).Decode(&r)
+		obj.Close()
+		if errors.Is(err, storage.ErrConditionFailed) {
+			continue // overwritten while we read: read again
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("decoding installation %s: %w", name, err)
+		}
+		return &r, obj.Info().ETag, nil
+	}
+	return nil, "", fmt.Errorf("installation %s: changing too fast to read", name)
+}
+
+// update applies fn to the record by compare-and-swap, retrying when
+// another writer got there first. exists is false for a new record.
+func (s *Service) update(ctx context.Context, name string, fn func(r *Record, exists bool) error) (*Record, error) {
+	for attempt := 0; ; attempt++ {
+		r, etag, err := s.load(ctx, name)
+		exists := err == nil
+		if err != nil && !storage.IsNotFound(err) {
+			return nil, err
+		}
+		if !exists {
+			r = &Record{Name: name}
+		}
+		if err := fn(r, exists); err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			return nil, err
+		}
+		_, err = s.d.Put(ctx, recordKey(name), bytes.NewReader(b), int64(len(b)), storage.Condition{IfAbsent: !exists, IfMatch: etag})
+		if !errors.Is(err, storage.ErrConditionFailed) {
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(1+rand.IntN(1<<min(attempt, 6))) * time.Millisecond):
+		}
+	}
+}
+
+func (r *Record) active() *operation.Operation {
+	for _, op := range r.Operations {
+		if !op.State.Done() {
+			return op
+		}
+	}
+	return nil
+}
+
+func (r *Record) deleted() bool { return r.DeletedAt != nil }
+
+// newOp records a queued operation in r.
+func (r *Record) newOp(kind operation.Kind, from, to *operation.Endpoint, now time.Time) *operation.Operation {
+	r.Seq++
+	op := &operation.Operation{
+		ID: r.Name + "." + strconv.FormatInt(r.Seq, 10), Kind: kind, Installation: r.Name, State: operation.Queued,
+		From: from, To: to, Steps: []operation.Step{}, Log: []operation.LogLine{}, CreatedAt: now,
+	}
+	if to != nil {
+		op.Commit = to.Resolved
+	}
+	r.Operations = slices.Insert(r.Operations, 0, op)
+	return op
+}
+
+// archive moves finished operations beyond KeepOperations to their own
+// objects. They are written before they leave the record, so a crash in
+// between leaves a copy in both places, never in neither.
+func (s *Service) archive(ctx context.Context, r *Record) error {
+	for len(r.Operations) > KeepOperations {
+		op := r.Operations[len(r.Operations)-1]
+		if !op.State.Done() {
+			return nil
+		}
+		seq, _ := opSeq(op.ID)
+		b, err := json.Marshal(op)
+		if err != nil {
+			return err
+		}
+		if _, err := s.d.Put(ctx, archiveKey(r.Name, seq), bytes.NewReader(b), int64(len(b)), storage.Condition{}); err != nil {
+			return err
+		}
+		r.Operations = r.Operations[:len(r.Operations)-1]
+	}
+	return nil
+}
+
+// resolve turns a requested channel into the stored one and its commit.
+func (s *Service) resolve(ctx context.Context, app artifact.App, c operation.Channel) (operation.Endpoint, error) {
+	switch {
+	case c.Branch != "":
+		b, err := s.cfg.Refs.Branch(ctx, app, c.Branch)
+		if err != nil {
+			return operation.Endpoint{}, err
+		}
+		return operation.Endpoint{Channel: operation.Channel{Branch: c.Branch}, Resolved: b.Commit}, nil
+	case c.Tag != "":
+		t, err := s.cfg.Refs.Tag(ctx, app, c.Tag)
+		if err != nil {
+			return operation.Endpoint{}, err
+		}
+		// A tag pins to the commit it names now.
+		return operation.Endpoint{Channel: operation.Channel{Commit: t.Commit, Tag: c.Tag}, Resolved: t.Commit}, nil
+	}
+	commit, err := s.cfg.Refs.Commit(ctx, app, c.Commit)
+	if err != nil {
+		return operation.Endpoint{}, err
+	}
+	return operation.Endpoint{Channel: operation.Channel{Commit: commit}, Resolved: commit}, nil
+}
+
+// endpoint is where r is now.
+func (s *Service) endpoint(ctx context.Context, r *Record) *operation.Endpoint {
+	if r.Spec.Channel.IsZero() {
+		return nil
+	}
+	return &operation.Endpoint{Channel: r.Spec.Channel, Resolved: s.resolvedCommit(ctx, r)}
+}
+
+func (s *Service) resolvedCommit(ctx context.Context, r *Record) string {
+	if c := r.Spec.Channel.Commit; c != "" {
+		return c
+	}
+	app, err := artifact.ParseApp(r.Spec.App)
+	if err != nil || s.cfg.Resolver == nil {
+		return ""
+	}
+	res, err := s.cfg.Resolver.Resolve(ctx, app, r.Spec.Channel.Branch)
+	if err != nil {
+		return ""
+	}
+	return res.Commit
+}
+
+// RepositoryURL is the line an instance of r puts in /etc/apk/repositories.
+func (s *Service) RepositoryURL(spec Spec, c operation.Channel) string {
+	return strings.TrimRight(s.cfg.DistributionURL, "/") + "/distribution/" + url.PathEscape(c.Ref()) + "/" + spec.App
+}
+
+func (s *Service) view(ctx context.Context, r *Record) View {
+	v := View{Name: r.Name, Spec: r.Spec, ResolvedCommit: s.resolvedCommit(ctx, r), CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		RepositoryURL: s.RepositoryURL(r.Spec, r.Spec.Channel), Observed: []Instance{}}
+	if len(r.Operations) > 0 {
+		v.LastOperation = public(r.Operations[0])
+	}
+	if s.cfg.Observe != nil {
+		v.Observed = s.cfg.Observe(ctx, r.Name)
+	}
+	return v
+}
+
+// public returns a copy, so callers never share the record being updated.
+func public(op *operation.Operation) *operation.Operation { c := *op; return &c }
+
+// Put creates (created=true) or updates an installation. A new channel
+// starts a change-channel operation, recorded with the change.
+func (s *Service) Put(ctx context.Context, name string, spec Spec) (View, *operation.Operation, bool, error) {
+	if err := ValidName(name); err != nil {
+		return View{}, nil, false, err
+	}
+	if err := normalize(&spec); err != nil {
+		return View{}, nil, false, err
+	}
+	app, _ := artifact.ParseApp(spec.App)
+	ok, err := s.cfg.Refs.AppExists(ctx, app)
+	if err != nil {
+		return View{}, nil, false, err
+	}
+	if !ok {
+		return View{}, nil, false, invalid("unknown app %q: nothing is published for it", spec.App)
+	}
+	to, err := s.resolve(ctx, app, spec.Channel)
+	if errors.Is(err, ref.ErrNotFound) {
+		return View{}, nil, false, &UnusableError{Msg: "channel " + spec.Channel.String() + ": " + err.Error() + " (nothing published there)"}
+	}
+	if err != nil {
+		return View{}, nil, false, err
+	}
+	spec.Channel = to.Channel
+
+	var created bool
+	var op *operation.Operation
+	r, err := s.update(ctx, name, func(r *Record, exists bool) error {
+		now := time.Now().UTC()
+		created, op = !exists || r.deleted(), nil
+		if created {
+			r.CreatedAt, r.DeletedAt, r.History, r.PendingUpgrade = now, nil, nil, ""
+			r.Spec.Channel = operation.Channel{}
+		}
+		if !created && reflect.DeepEqual(r.Spec, spec) {
+			return nil
+		}
+		if r.Spec.Channel != spec.Channel {
+			if a := r.active(); a != nil {
+				return &BusyError{Running: a.ID}
+			}
+			if err := s.archive(ctx, r); err != nil {
+				return err
+			}
+			from := s.endpoint(ctx, r)
+			op = r.newOp(operation.KindChangeChannel, from, &to, now)
+			r.History = slices.Insert(r.History, 0, HistoryEntry{From: chanOf(from), To: to.Channel, Commit: to.Resolved, At: now, Operation: op.ID, Result: op.State})
+		}
+		r.Spec, r.UpdatedAt = spec, now
+		return nil
+	})
+	if err != nil {
+		return View{}, nil, false, err
+	}
+	s.kick(op)
+	return s.view(ctx, r), op, created, nil
+}
+
+func chanOf(e *operation.Endpoint) *operation.Channel {
+	if e == nil {
+		return nil
+	}
+	c := e.Channel
+	return &c
+}
+
+func (s *Service) kick(op *operation.Operation) {
+	if op != nil && s.cfg.Kick != nil {
+		s.cfg.Kick()
+	}
+}
+
+// SetChannel pins the installation to a commit (or the commit a tag names)
+// or makes it track a branch again.
+func (s *Service) SetChannel(ctx context.Context, name string, c operation.Channel) (*operation.Operation, error) {
+	if err := ValidChannel(c); err != nil {
+		return nil, err
+	}
+	r, _, err := s.load(ctx, name)
+	if storage.IsNotFound(err) || err == nil && r.deleted() {
+		return nil, notFound(name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	app, _ := artifact.ParseApp(r.Spec.App)
+	to, err := s.resolve(ctx, app, c)
+	if err != nil {
+		return nil, err
+	}
+	var op *operation.Operation
+	_, err = s.update(ctx, name, func(r *Record, exists bool) error {
+		if !exists || r.deleted() {
+			return notFound(name)
+		}
+		if a := r.active(); a != nil {
+			return &BusyError{Running: a.ID}
+		}
+		if err := s.archive(ctx, r); err != nil {
+			return err
+		}
+		now := time.Now().UTC()
+		from := s.endpoint(ctx, r)
+		op = r.newOp(operation.KindChangeChannel, from, &to, now)
+		r.History = slices.Insert(r.History, 0, HistoryEntry{From: chanOf(from), To: to.Channel, Commit: to.Resolved, At: now, Operation: op.ID, Result: op.State})
+		r.Spec.Channel, r.UpdatedAt = to.Channel, now
+		if to.Channel.Branch == "" {
+			r.PendingUpgrade = "" // pinned: publishes leave it alone
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.kick(op)
+	return public(op), nil
+}
+
+// Delete starts the operation that removes the installation's instances;
+// when it succeeds the installation is gone (its operations stay readable).
+func (s *Service) Delete(ctx context.Context, name string) (*operation.Operation, error) {
+	var op *operation.Operation
+	_, err := s.update(ctx, name, func(r *Record, exists bool) error {
+		if !exists || r.deleted() {
+			return notFound(name)
+		}
+		if a := r.active(); a != nil {
+			if a.Kind == operation.KindDelete {
+				op = a
+				return errAlready
+			}
+			return &BusyError{Running: a.ID}
+		}
+		if err := s.archive(ctx, r); err != nil {
+			return err
+		}
+		op = r.newOp(operation.KindDelete, s.endpoint(ctx, r), nil, time.Now().UTC())
+		return nil
+	})
+	if errors.Is(err, errAlready) {
+		return public(op), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.kick(op)
+	return public(op), nil
+}
+
+var errAlready = errors.New("already deleting")
+
+// Get returns one installation.
+func (s *Service) Get(ctx context.Context, name string) (View, error) {
+	if ValidName(name) != nil {
+		return View{}, notFound(name)
+	}
+	r, _, err := s.load(ctx, name)
+	if storage.IsNotFound(err) || err == nil && r.deleted() {
+		return View{}, notFound(name)
+	}
+	if err != nil {
+		return View{}, err
+	}
+	return s.view(ctx, r), nil
+}
+
+func (s *Service) records(ctx context.Context) ([]*Record, error) {
+	infos, err := s.d.List(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Record
+	for _, info := range infos {
+		name := strings.TrimPrefix(info.Key, prefix)
+		if ValidName(name) != nil {
+			continue
+		}
+		r, _, err := s.load(ctx, name)
+		if storage.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// List returns every installation, by name.
+func (s *Service) List(ctx context.Context) ([]View, error) {
+	rs, err := s.records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []View{}
+	for _, r := range rs {
+		if !r.deleted() {
+			out = append(out, s.view(ctx, r))
+		}
+	}
+	return out, nil
+}
+
+// History lists an installation's channel changes, newest first.
+func (s *Service) History(ctx context.Context, name string) ([]HistoryEntry, error) {
+	r, _, err := s.load(ctx, name)
+	if storage.IsNotFound(err) || err == nil && r.deleted() || ValidName(name) != nil {
+		return nil, notFound(name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if r.History == nil {
+		return []HistoryEntry{}, nil
+	}
+	return r.History, nil
+}
+
+func opSeq(id string) (int64, string) {
+	i := strings.LastIndexByte(id, '.')
+	if i < 0 {
+		return 0, ""
+	}
+	seq, err := strconv.ParseInt(id[i+1:], 10, 64)
+	if err != nil || seq < 1 || ValidName(id[:i]) != nil {
+		return 0, ""
+	}
+	return seq, id[:i]
+}
+
+func opNotFound(id string) error { return &ref.NotFoundError{What: "operation " + id} }
+
+// Operation returns one operation, from its installation's record or its
+// archive.
+func (s *Service) Operation(ctx context.Context, id string) (*operation.Operation, error) {
+	seq, name := opSeq(id)
+	if name == "" {
+		return nil, opNotFound(id)
+	}
+	r, _, err := s.load(ctx, name)
+	if storage.IsNotFound(err) {
+		return nil, opNotFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, op := range r.Operations {
+		if op.ID == id {
+			return public(op), nil
+		}
+	}
+	obj, err := s.d.Open(ctx, archiveKey(name, seq))
+	if storage.IsNotFound(err) {
+		return nil, opNotFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer obj.Close()
+	var op operation.Operation
+	if err := json.NewDecoder(obj).Decode(&op); err != nil {
+		return nil, err
+	}
+	return &op, nil
+}
+
+// Operations lists an installation's operations, newest first.
+func (s *Service) Operations(ctx context.Context, name string) ([]*operation.Operation, error) {
+	if ValidName(name) != nil {
+		return nil, notFound(name)
+	}
+	r, _, err := s.load(ctx, name)
+	if storage.IsNotFound(err) {
+		return nil, notFound(name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*operation.Operation, 0, len(r.Operations))
+	for _, op := range r.Operations {
+		out = append(out, public(op))
+	}
+	infos, err := s.d.List(ctx, "meta/operations/"+name+"/")
+	if err != nil {
+		return nil, err
+	}
+	for i := len(infos) - 1; i >= 0; i-- {
+		obj, err := s.d.Open(ctx, infos[i].Key)
+		if err != nil {
+			continue
+		}
+		var op operation.Operation
+		if json.NewDecoder(obj).Decode(&op) == nil && !slices.ContainsFunc(out, func(o *operation.Operation) bool { return o.ID == op.ID }) {
+			out = append(out, &op)
+		}
+		obj.Close()
+	}
+	return out, nil
+}
+
+// OnPublish starts an upgrade of every installation that tracks branch
+// of app; one busy with another operation gets it when that ends.
+func (s *Service) OnPublish(ctx context.Context, app artifact.App, branch, commit string) error {
+	rs, err := s.records(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, rec := range rs {
+		if rec.deleted() || rec.Spec.App != app.String() || rec.Spec.Channel.Branch != branch {
+			continue
+		}
+		var op *operation.Operation
+		_, err := s.update(ctx, rec.Name, func(r *Record, exists bool) error {
+			op = nil
+			if !exists || r.deleted() || r.Spec.App != app.String() || r.Spec.Channel.Branch != branch {
+				return nil
+			}
+			if r.active() != nil {
+				r.PendingUpgrade = commit
+				return nil
+			}
+			if err := s.archive(ctx, r); err != nil {
+				return err
+			}
+			op = s.upgradeOp(ctx, r, commit, time.Now().UTC())
+			return nil
+		})
+		errs = append(errs, err)
+		s.kick(op)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Service) upgradeOp(ctx context.Context, r *Record, commit string, now time.Time) *operation.Operation {
+	from := s.lastCommit(r)
+	to := &operation.Endpoint{Channel: r.Spec.Channel, Resolved: commit}
+	r.PendingUpgrade = ""
+	return r.newOp(operation.KindUpgrade, &operation.Endpoint{Channel: r.Spec.Channel, Resolved: from}, to, now)
+}
+
+// lastCommit is the commit the newest succeeded operation installed.
+func (s *Service) lastCommit(r *Record) string {
+	for _, op := range r.Operations {
+		if op.State == operation.Succeeded && op.To != nil {
+			return op.To.Resolved
+		}
+	}
+	return ""
+}
+
+// Update implements operation.Journal. When an operation ends, its
+// history entry takes its result, a delete removes the installation, and
+// an upgrade held back meanwhile is queued.
+func (s *Service) Update(ctx context.Context, id string, fn func(op *operation.Operation) error) (*operation.Operation, error) {
+	_, name := opSeq(id)
+	if name == "" {
+		return nil, opNotFound(id)
+	}
+	var out *operation.Operation
+	var next *operation.Operation
+	_, err := s.update(ctx, name, func(r *Record, exists bool) error {
+		out, next = nil, nil
+		i := slices.IndexFunc(r.Operations, func(o *operation.Operation) bool { return o.ID == id })
+		if !exists || i < 0 {
+			return opNotFound(id)
+		}
+		op := r.Operations[i]
+		was := op.State
+		if err := fn(op); err != nil {
+			return err
+		}
+		out = public(op)
+		if was.Done() || !op.State.Done() {
+			return nil
+		}
+		now := time.Now().UTC()
+		for j := range r.History {
+			if r.History[j].Operation == id {
+				r.History[j].Result = op.State
+			}
+		}
+		if op.Kind == operation.KindDelete && op.State == operation.Succeeded {
+			r.DeletedAt, r.PendingUpgrade = &now, ""
+		}
+		if c := r.PendingUpgrade; c != "" && r.Spec.Channel.Branch != "" && !r.deleted() {
+			next = s.upgradeOp(ctx, r, c, now)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.kick(next)
+	return out, nil
+}
+
+// Unfinished implements operation.Journal.
+func (s *Service) Unfinished(ctx context.Context) ([]string, error) {
+	rs, err := s.records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, r := range rs {
+		// Oldest first: an installation's operations run in order.
+		for i := len(r.Operations) - 1; i >= 0; i-- {
+			if !r.Operations[i].State.Done() {
+				ids = append(ids, r.Operations[i].ID)
+			}
+		}
+	}
+	return ids, nil
+}
+
+// Target implements operation.Journal.
+func (s *Service) Target(ctx context.Context, op *operation.Operation) (operation.Target, error) {
+	r, _, err := s.load(ctx, op.Installation)
+	if err != nil {
+		return operation.Target{}, err
+	}
+	sp := r.Spec
+	t := operation.Target{
+		Installation: r.Name, App: sp.App, Package: sp.Package, Image: sp.Instances.Image, Profiles: sp.Instances.Profiles,
+		Project: sp.Instances.Project, Count: sp.Instances.Count, PublicKey: sp.PublicKey, KeyName: sp.KeyName,
+		HealthCommand: sp.HealthCommand,
+	}
+	if op.To != nil {
+		t.Ref, t.Commit = op.To.Ref(), op.To.Resolved
+		t.RepositoryURL = s.RepositoryURL(sp, op.To.Channel)
+		if app, err := artifact.ParseApp(sp.App); err == nil && t.Commit != "" {
+			if b, err := s.cfg.Refs.Build(ctx, app, t.Commit); err == nil {
+				t.Archs = b.Archs
+			}
+		}
+	}
+	return t, nil
+}

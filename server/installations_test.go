@@ -1,0 +1,241 @@
+package server_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uplinkhq/uplink/client"
+	"github.com/uplinkhq/uplink/installation"
+	"github.com/uplinkhq/uplink/internal/apktest"
+	"github.com/uplinkhq/uplink/operation"
+	"github.com/uplinkhq/uplink/server"
+)
+
+// opsConfig makes operations quick to take over in tests.
+func opsConfig(cfg server.Config) server.Config {
+	cfg.OperationLease, cfg.OperationScan = 2*time.Second, 200*time.Millisecond
+	cfg.DistributionURL = "http://uplink.test:4080"
+	return cfg
+}
+
+func webSpec(key apktest.Key, ch operation.Channel) installation.Spec {
+	return installation.Spec{
+		App: testApp, Package: "hello", Channel: ch,
+		Instances: installation.Instances{Count: 2, Image: "alpine/3.20"},
+		PublicKey: string(key.PublicPEM()), KeyName: key.Name,
+	}
+}
+
+func putInstallation(t *testing.T, n *node, name string, spec installation.Spec) installation.View {
+	t.Helper()
+	var v installation.View
+	if err := n.api.JSON(context.Background(), http.MethodPut, "/api/v1/installations/"+name, spec, &v); err != nil {
+		t.Fatalf("PUT installation: %v", err)
+	}
+	return v
+}
+
+func getInstallation(t *testing.T, n *node, name string) installation.View {
+	t.Helper()
+	var v installation.View
+	if err := n.api.Get(context.Background(), "/api/v1/installations/"+name, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func setChannel(t *testing.T, n *node, name string, ch map[string]string) (*operation.Operation, error) {
+	var op operation.Operation
+	err := n.api.JSON(context.Background(), http.MethodPut, "/api/v1/installations/"+name+"/channel", ch, &op)
+	return &op, err
+}
+
+// waitOp waits for an operation to end and returns it.
+func waitOp(t *testing.T, n *node, id string, within time.Duration) *operation.Operation {
+	t.Helper()
+	var op operation.Operation
+	eventually(t, within, "operation "+id+" ends", func() bool {
+		if err := n.api.Get(context.Background(), "/api/v1/operations/"+id, &op); err != nil {
+			t.Fatal(err)
+		}
+		return op.State.Done()
+	})
+	return &op
+}
+
+func operations(t *testing.T, n *node, name string) []*operation.Operation {
+	t.Helper()
+	var out struct{ Operations []*operation.Operation }
+	if err := n.api.Get(context.Background(), "/api/v1/operations?installation="+name, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Operations
+}
+
+func history(t *testing.T, n *node, name string) []installation.HistoryEntry {
+	t.Helper()
+	var out struct{ History []installation.HistoryEntry }
+	if err := n.api.Get(context.Background(), "/api/v1/installations/"+name+"/history", &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.History
+}
+
+// TestRollbackStory is what operators came for, through the running
+// server on real S3 and Redis: track main, pin to an older commit by an
+// abbreviated SHA, publish while pinned (nothing moves), track main again.
+func TestRollbackStory(t *testing.T) {
+	rdb := testenvRedis(t)
+	cfg := opsConfig(s3Config(t, baseConfig(t)))
+	cfg.Redis = "redis://" + rdb + "/0"
+	n := start(t, cfg)
+	key := apktest.NewKey(t)
+	a, b, c, d := commitOf("A"), commitOf("B"), commitOf("C"), commitOf("D")
+	n.publish(t, a, "main", hello(t, key, "1.0-r0", "A"))
+	n.publish(t, b, "main", hello(t, key, "2.0-r0", "B"))
+
+	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+	if v.RepositoryURL != "http://uplink.test:4080/distribution/main/"+testApp || v.ResolvedCommit != b {
+		t.Fatalf("tracking main: url %q commit %q", v.RepositoryURL, v.ResolvedCommit)
+	}
+	if v.LastOperation == nil || v.LastOperation.Kind != operation.KindChangeChannel {
+		t.Fatalf("creating an installation starts its bootstrap: %+v", v.LastOperation)
+	}
+	if op := waitOp(t, n, v.LastOperation.ID, 10*time.Second); op.State != operation.Succeeded {
+		t.Fatalf("bootstrap: %s %s", op.State, op.Error)
+	}
+
+	// Roll back: pin to A by an abbreviated SHA.
+	op, err := setChannel(t, n, "web", map[string]string{"commit": a[:8]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op = waitOp(t, n, op.ID, 10*time.Second)
+	if op.State != operation.Succeeded || op.Kind != operation.KindChangeChannel || op.Commit != a ||
+		op.From == nil || op.From.Branch != "main" || op.To.Commit != a || op.Progress.Done != op.Progress.Total {
+		t.Fatalf("pin: %+v", op)
+	}
+	if len(op.Steps) < 2 || op.Steps[0].Name != installation.VerifyStep || op.Steps[0].State != operation.StepDone {
+		t.Fatalf("pin steps: %+v", op.Steps)
+	}
+	for _, s := range op.Steps[1:] {
+		if s.State != operation.StepSkipped || s.StartedAt == nil || s.FinishedAt == nil {
+			t.Fatalf("without an instance backend every instance step is recorded as skipped: %+v", s)
+		}
+	}
+	v = getInstallation(t, n, "web")
+	if v.RepositoryURL != "http://uplink.test:4080/distribution/"+a+"/"+testApp || v.ResolvedCommit != a || v.Channel.Commit != a {
+		t.Fatalf("pinned: url %q commit %q channel %+v", v.RepositoryURL, v.ResolvedCommit, v.Channel)
+	}
+	h := history(t, n, "web")
+	if len(h) != 2 || h[0].Operation != op.ID || h[0].Commit != a || h[0].To.Commit != a || h[0].From == nil ||
+		h[0].From.Branch != "main" || h[0].Result != operation.Succeeded || h[1].To.Branch != "main" || h[1].From != nil {
+		t.Fatalf("history: %+v", h)
+	}
+
+	// Publish C while pinned: the installation does not move.
+	before := len(operations(t, n, "web"))
+	n.publish(t, c, "main", hello(t, key, "3.0-r0", "C"))
+	time.Sleep(500 * time.Millisecond) // an upgrade, were one started, would be queued by now
+	if got := len(operations(t, n, "web")); got != before {
+		t.Fatalf("a publish while pinned started %d operations", got-before)
+	}
+	if v := getInstallation(t, n, "web"); v.ResolvedCommit != a {
+		t.Fatalf("pinned installation moved to %s", v.ResolvedCommit)
+	}
+
+	// Track main again: it resolves to C.
+	op, err = setChannel(t, n, "web", map[string]string{"branch": "main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op = waitOp(t, n, op.ID, 10*time.Second); op.State != operation.Succeeded || op.Commit != c {
+		t.Fatalf("track main: %s commit %s", op.State, op.Commit)
+	}
+	if v := getInstallation(t, n, "web"); v.ResolvedCommit != c || !strings.HasSuffix(v.RepositoryURL, "/distribution/main/"+testApp) {
+		t.Fatalf("tracking again: %q %q", v.ResolvedCommit, v.RepositoryURL)
+	}
+
+	// Tracking: a publish upgrades it.
+	n.publish(t, d, "main", hello(t, key, "4.0-r0", "D"))
+	var up *operation.Operation
+	eventually(t, 5*time.Second, "an upgrade starts", func() bool {
+		ops := operations(t, n, "web")
+		if ops[0].Kind == operation.KindUpgrade {
+			up = ops[0]
+		}
+		return up != nil
+	})
+	if up = waitOp(t, n, up.ID, 10*time.Second); up.State != operation.Succeeded || up.Commit != d || up.From.Resolved != c {
+		t.Fatalf("upgrade: %+v", up)
+	}
+	if got := len(history(t, n, "web")); got != 3 {
+		t.Fatalf("an upgrade is not a channel change: history has %d entries", got)
+	}
+}
+
+// TestFailingOperation: pinning to a commit whose repository lacks the
+// package fails, with the reason in the log, and the history says so.
+func TestFailingOperation(t *testing.T) {
+	n := start(t, opsConfig(baseConfig(t)))
+	key := apktest.NewKey(t)
+	n.publish(t, commitOf("A"), "main", hello(t, key, "1.0-r0", "A"))
+	other := apktest.BuildRepository(t, key, apktest.DefaultArch, apktest.Package{Name: "other", Version: "1.0-r0"})
+	n.publish(t, commitOf("X"), "experiments", other)
+	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+	waitOp(t, n, v.LastOperation.ID, 10*time.Second)
+
+	op, err := setChannel(t, n, "web", map[string]string{"commit": commitOf("X")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op = waitOp(t, n, op.ID, 10*time.Second)
+	if op.State != operation.Failed || !strings.Contains(op.Error, `package "hello" is not in`) {
+		t.Fatalf("pin to a commit without the package: %s %q", op.State, op.Error)
+	}
+	var logged bool
+	for _, l := range op.Log {
+		logged = logged || strings.Contains(l.Line, `"hello" is not in`)
+	}
+	if !logged || op.Steps[0].State != operation.StepFailed || op.Steps[1].State != operation.StepPending {
+		t.Fatalf("failed op: log %+v steps %+v", op.Log, op.Steps)
+	}
+	if h := history(t, n, "web"); h[0].Result != operation.Failed {
+		t.Fatalf("history result %s", h[0].Result)
+	}
+}
+
+// TestChannelConflicts: one operation at a time per installation; a
+// second request gets 409 naming the running one. Refs with nothing
+// published are 404.
+func TestChannelConflicts(t *testing.T) {
+	cfg := opsConfig(baseConfig(t))
+	cfg.NoBackendDelay = 300 * time.Millisecond
+	n := start(t, cfg)
+	key := apktest.NewKey(t)
+	n.publish(t, commitOf("A"), "main", hello(t, key, "1.0-r0", "A"))
+	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+
+	_, err := setChannel(t, n, "web", map[string]string{"commit": commitOf("A")})
+	var ce *client.Error
+	if !asClientError(err, &ce) || ce.Status != http.StatusConflict || !strings.Contains(ce.Message, v.LastOperation.ID) {
+		t.Fatalf("while %s runs: %v", v.LastOperation.ID, err)
+	}
+	waitOp(t, n, v.LastOperation.ID, 20*time.Second)
+	for _, ch := range []map[string]string{{"commit": commitOf("nope")}, {"commit": commitOf("nope")[:9]}, {"branch": "nope"}, {"tag": "nope"}} {
+		if _, err := setChannel(t, n, "web", ch); !asClientError(err, &ce) || ce.Status != http.StatusNotFound {
+			t.Errorf("%v: %v, want 404", ch, err)
+		}
+	}
+	for _, ch := range []map[string]string{{}, {"commit": "xyz"}, {"branch": "a..b"}, {"branch": "main", "commit": commitOf("A")}} {
+		if _, err := setChannel(t, n, "web", ch); !asClientError(err, &ce) || ce.Status != http.StatusBadRequest {
+			t.Errorf("%v: %v, want 400", ch, err)
+		}
+	}
+	if _, err := setChannel(t, n, "nope", map[string]string{"branch": "main"}); !asClientError(err, &ce) || ce.Status != http.StatusNotFound {
+		t.Errorf("unknown installation: %v", err)
+	}
+}
