@@ -2,8 +2,8 @@ package server_test
 
 import (
 	"context"
-	"errors"
 	"crypto/sha1"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
