@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/uplinkhq/uplink/client"
+	"github.com/uplinkhq/uplink/installation"
+	"github.com/uplinkhq/uplink/internal/apktest"
+	"github.com/uplinkhq/uplink/internal/testenv"
+	"github.com/uplinkhq/uplink/operation"
+	"github.com/uplinkhq/uplink/ref"
+)
+
+const replicaToken = "replica-token-0123456789"
+
+// replica is one `uplink serve` process of a cluster.
+type replica struct {
+	proc *serveProc
+	api  *client.Client
+	dist string
+}
+
+// cluster starts count uplink processes sharing one Redis and one S3
+// bucket, with leases short enough to see a takeover in a test and slow
+// (recorded, skipped) instance steps.
+func cluster(t *testing.T, count int) ([]*replica, *testenv.Redis, func() *replica) {
+	rdb := testenv.StartRedis(t)
+	gw := testenv.StartS3(t)
+	bucket := gw.NewBucket(t)
+	startOne := func() *replica {
+		dp, ap := twoPorts(t)
+		env := cliEnv(
+			"UPLINK_LISTEN=127.0.0.1:"+strconv.Itoa(dp), "UPLINK_ADMIN_LISTEN=127.0.0.1:"+strconv.Itoa(ap),
+			"UPLINK_STORAGE=s3", "UPLINK_S3_ENDPOINT="+gw.Endpoint, "UPLINK_S3_BUCKET="+bucket,
+			"UPLINK_S3_REGION="+gw.Region, "UPLINK_S3_ACCESS_KEY="+gw.AccessKey, "UPLINK_S3_SECRET_KEY="+gw.SecretKey,
+			"UPLINK_S3_TLS=false", "UPLINK_S3_PATH_STYLE=true", "UPLINK_REDIS=redis://"+rdb.Addr+"/0",
+			"UPLINK_ADMIN_TOKEN="+replicaToken, "UPLINK_OPERATION_LEASE=3s", "UPLINK_OPERATION_SCAN=300ms",
+			"UPLINK_NO_BACKEND_STEP_DELAY=700ms", "UPLINK_DISTRIBUTION_URL=http://uplink:4080", "UPLINK_ACCESS_LOG=false",
+		)
+		r := &replica{proc: startServe(t, t.TempDir(), env), api: client.New("127.0.0.1:"+strconv.Itoa(ap), replicaToken),
+			dist: "http://127.0.0.1:" + strconv.Itoa(dp)}
+		deadline := time.Now().Add(time.Minute)
+		for {
+			var v map[string]string
+			if err := r.api.Get(context.Background(), "/readyz", &v); err == nil {
+				return r
+			}
+			if r.proc.exited() || time.Now().After(deadline) {
+				t.Fatalf("replica did not start:\n%s", r.proc.stderr.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	var rs []*replica
+	for range count {
+		rs = append(rs, startOne())
+	}
+	return rs, rdb, startOne
+}
+
+func sha(label string) string { return fmt.Sprintf("%x", sha1.Sum([]byte(label))) }
+
+func (r *replica) publish(t *testing.T, key apktest.Key, commit, version string) {
+	t.Helper()
+	files := apktest.BuildRepository(t, key, apktest.DefaultArch, apktest.Package{Name: "hello", Version: version,
+		Files: []apktest.File{{Path: "usr/share/hello/VERSION", Data: []byte(version)}}})
+	dir := t.TempDir()
+	apktest.WriteDir(t, dir, files)
+	ctx := context.Background()
+	for _, p := range []string{"x86_64/hello-" + version + ".apk", "x86_64/APKINDEX.tar.gz"} {
+		arch, name, _ := strings.Cut(p, "/")
+		if err := r.api.Upload(ctx, "acme/hello", commit, arch, name, filepath.Join(dir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.api.Publish(ctx, "acme/hello", ref.PublishRequest{Commit: commit, Branch: "main"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *replica) op(t *testing.T, id string) *operation.Operation {
+	t.Helper()
+	var op operation.Operation
+	if err := r.api.Get(context.Background(), "/api/v1/operations/"+id, &op); err != nil {
+		t.Fatalf("operation %s: %v", id, err)
+	}
+	return &op
+}
+
+func (r *replica) channel(ch map[string]string) (*operation.Operation, error) {
+	var op operation.Operation
+	err := r.api.JSON(context.Background(), http.MethodPut, "/api/v1/installations/web/channel", ch, &op)
+	return &op, err
+}
+
+func (r *replica) installation(t *testing.T) installation.View {
+	t.Helper()
+	var v installation.View
+	if err := r.api.Get(context.Background(), "/api/v1/installations/web", &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func waitDone(t *testing.T, r *replica, id string, within time.Duration) *operation.Operation {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		op := r.op(t, id)
+		if op.State.Done() {
+			return op
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("operation %s still %s after %v: %+v", id, op.State, within, op)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestReplicas: two uplink processes sharing Redis and storage agree at
+// once, let exactly one of two racing channel changes run, and finish
+// the operation of a replica killed with SIGKILL; flushing Redis loses
+// nothing.
+func TestReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	rs, rdb, startOne := cluster(t, 2)
+	r1, r2 := rs[0], rs[1]
+	key := apktest.NewKey(t)
+	a, b := sha("A"), sha("B")
+	r1.publish(t, key, a, "1.0-r0")
+	r1.publish(t, key, b, "2.0-r0")
+
+	spec := installation.Spec{App: "acme/hello", Package: "hello", Channel: operation.Channel{Branch: "main"},
+		Instances: installation.Instances{Image: "alpine/3.20"}, PublicKey: string(key.PublicPEM()), KeyName: key.Name}
+	var v installation.View
+	if err := r1.api.JSON(context.Background(), http.MethodPut, "/api/v1/installations/web", spec, &v); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, r2, v.LastOperation.ID, time.Minute)
+
+	// A change through one replica is visible through the other at once.
+	op, err := r1.channel(map[string]string{"commit": a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r2.installation(t); got.Channel.Commit != a || got.LastOperation.ID != op.ID {
+		t.Fatalf("r2 sees channel %+v, last op %s; want the pin to A by %s", got.Channel, got.LastOperation.ID, op.ID)
+	}
+	waitDone(t, r2, op.ID, time.Minute)
+
+	// Two channel changes at once, one through each replica: one runs, the
+	// other is told which.
+	var wg sync.WaitGroup
+	results := make([]error, 2)
+	ops := make([]*operation.Operation, 2)
+	for i, r := range []*replica{r1, r2} {
+		wg.Go(func() { ops[i], results[i] = r.channel(map[string]string{"branch": "main"}) })
+	}
+	wg.Wait()
+	var won *operation.Operation
+	conflicts := 0
+	for i, err := range results {
+		var ce *client.Error
+		switch {
+		case err == nil:
+			won = ops[i]
+		case asError(err, &ce) && ce.Status == http.StatusConflict:
+			conflicts++
+		default:
+			t.Fatalf("racing channel change: %v", err)
+		}
+	}
+	if won == nil || conflicts != 1 {
+		t.Fatalf("racing channel changes: %v; want exactly one accepted and one 409", results)
+	}
+	waitDone(t, r1, won.ID, time.Minute)
+
+	// Flushing Redis loses nothing.
+	rc := redis.NewClient(&redis.Options{Addr: rdb.Addr})
+	defer rc.Close()
+	if err := rc.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		v := r.installation(t)
+		var h struct{ History []installation.HistoryEntry }
+		r.api.Get(context.Background(), "/api/v1/installations/web/history", &h)
+		var list struct{ Operations []*operation.Operation }
+		r.api.Get(context.Background(), "/api/v1/operations?installation=web", &list)
+		builds, _ := r.api.Builds(context.Background(), "acme/hello", "main", 0)
+		if v.Channel.Branch != "main" || v.ResolvedCommit != b || len(h.History) != 3 || len(list.Operations) != 3 || len(builds) != 2 {
+			t.Fatalf("after FLUSHALL: channel %+v commit %s, %d history entries, %d operations, %d builds",
+				v.Channel, v.ResolvedCommit, len(h.History), len(list.Operations), len(builds))
+		}
+	}
+
+	// Kill -9 the replica that runs a slow operation: another takes it over
+	// once the lease lapses, and it ends.
+	op, err = r1.channel(map[string]string{"commit": a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holder *replica
+	deadline := time.Now().Add(30 * time.Second)
+	for holder == nil {
+		cur := r1.op(t, op.ID)
+		if cur.State == operation.Running && cur.Lease != nil && cur.Progress.Done >= 1 {
+			for _, r := range rs {
+				if strings.Contains(cur.Lease.Holder, "/"+strconv.Itoa(r.proc.cmd.Process.Pid)+"/") {
+					holder = r
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("operation never ran: %+v", cur)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	survivor := r1
+	if holder == r1 {
+		survivor = r2
+	}
+	holder.proc.cmd.Process.Signal(syscall.SIGKILL)
+	<-holder.proc.done
+	killed := time.Now()
+	// Bounded: the lease (3s), a scan (0.3s), then the remaining steps.
+	final := waitDone(t, survivor, op.ID, time.Minute)
+	if final.State != operation.Succeeded || final.Attempts != 2 || strings.Contains(final.Lease.Holder, holderName(holder)) {
+		t.Fatalf("after the kill: %s after %d attempts, error %q", final.State, final.Attempts, final.Error)
+	}
+	var takenOver bool
+	for _, l := range final.Log {
+		takenOver = takenOver || strings.Contains(l.Line, "taken over")
+	}
+	if !takenOver {
+		t.Fatalf("the log does not say the operation was taken over: %+v", final.Log)
+	}
+	t.Logf("operation ended %v after the kill", time.Since(killed).Round(100*time.Millisecond))
+
+	// A replica started afresh sees everything that was acknowledged.
+	r3 := startOne()
+	v = r3.installation(t)
+	var h struct{ History []installation.HistoryEntry }
+	r3.api.Get(context.Background(), "/api/v1/installations/web/history", &h)
+	if v.Channel.Commit != a || len(h.History) != 4 || h.History[0].Result != operation.Succeeded {
+		t.Fatalf("new replica: channel %+v, history %+v", v.Channel, h.History)
+	}
+}
+
+// holderName is how a replica appears in lease holders.
+func holderName(r *replica) string {
+	return "/" + strconv.Itoa(r.proc.cmd.Process.Pid) + "/"
+}
+
+func asError(err error, target **client.Error) bool { return errors.As(err, target) }
