@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -237,5 +239,172 @@ func TestChannelConflicts(t *testing.T) {
 	}
 	if _, err := setChannel(t, n, "nope", map[string]string{"branch": "main"}); !asClientError(err, &ce) || ce.Status != http.StatusNotFound {
 		t.Errorf("unknown installation: %v", err)
+	}
+}
+
+// TestInstallationValidation: each mistake gets a 400 (or 422 for a
+// channel with nothing published) that says what is wrong, and nothing
+// is stored.
+func TestInstallationValidation(t *testing.T) {
+	n := start(t, opsConfig(baseConfig(t)))
+	key := apktest.NewKey(t)
+	n.publish(t, commitOf("A"), "main", hello(t, key, "1.0-r0", "A"))
+	good := webSpec(key, operation.Channel{Branch: "main"})
+	rsaPKCS1 := strings.Replace(strings.Replace(string(key.PublicPEM()), "BEGIN PUBLIC", "BEGIN RSA PUBLIC", 1), "END PUBLIC", "END RSA PUBLIC", 1)
+	for _, tc := range []struct {
+		what   string
+		name   string
+		mutate func(*installation.Spec)
+		status int
+		says   string
+	}{
+		{"unknown app", "web", func(s *installation.Spec) { s.App = "acme/nope" }, 400, "unknown app"},
+		{"bad app", "web", func(s *installation.Spec) { s.App = "nope" }, 400, "app"},
+		{"bad package name", "web", func(s *installation.Spec) { s.Package = "he llo" }, 400, "package"},
+		{"no package", "web", func(s *installation.Spec) { s.Package = "" }, 400, "package"},
+		{"not PEM", "web", func(s *installation.Spec) { s.PublicKey = "ssh-rsa AAAA" }, 400, "public_key"},
+		{"PKCS#1 key", "web", func(s *installation.Spec) { s.PublicKey = rsaPKCS1 }, 400, "public_key"},
+		{"key name", "web", func(s *installation.Spec) { s.KeyName = "key.pem" }, 400, "key_name"},
+		{"count too high", "web", func(s *installation.Spec) { s.Instances.Count = 1000 }, 400, "count"},
+		{"count negative", "web", func(s *installation.Spec) { s.Instances.Count = -1 }, 400, "count"},
+		{"no image", "web", func(s *installation.Spec) { s.Instances.Image = "" }, 400, "image"},
+		{"two channels", "web", func(s *installation.Spec) { s.Channel.Commit = commitOf("A") }, 400, "exactly one"},
+		{"no channel", "web", func(s *installation.Spec) { s.Channel = operation.Channel{} }, 400, "exactly one"},
+		{"bad branch", "web", func(s *installation.Spec) { s.Channel.Branch = "a..b" }, 400, "branch"},
+		{"unpublished branch", "web", func(s *installation.Spec) { s.Channel.Branch = "dev" }, 422, "dev"},
+		{"bad name", "Web_1", func(*installation.Spec) {}, 400, "installation name"},
+		{"long name", strings.Repeat("a", 51), func(*installation.Spec) {}, 400, "installation name"},
+	} {
+		spec := good
+		spec.Instances.Profiles = nil
+		tc.mutate(&spec)
+		var v installation.View
+		err := n.api.JSON(t.Context(), http.MethodPut, "/api/v1/installations/"+tc.name, spec, &v)
+		var ce *client.Error
+		if !asClientError(err, &ce) || ce.Status != tc.status || !strings.Contains(ce.Message, tc.says) {
+			t.Errorf("%s: %v, want %d saying %q", tc.what, err, tc.status, tc.says)
+		}
+	}
+	var list struct{ Installations []installation.View }
+	if err := n.api.Get(t.Context(), "/api/v1/installations", &list); err != nil || len(list.Installations) != 0 {
+		t.Fatalf("refused installations were stored: %+v %v", list, err)
+	}
+	// Unknown fields are refused too.
+	err := n.api.JSON(t.Context(), http.MethodPut, "/api/v1/installations/web", map[string]any{"app": testApp, "colour": "blue"}, nil)
+	var ce *client.Error
+	if !asClientError(err, &ce) || ce.Status != http.StatusBadRequest {
+		t.Fatalf("unknown field: %v", err)
+	}
+}
+
+// TestInstallationLifecycle: create (201), update without a channel change
+// (200, no operation), update with one (an operation), list, delete (202,
+// then 404 while its operations stay readable).
+func TestInstallationLifecycle(t *testing.T) {
+	n := start(t, opsConfig(baseConfig(t)))
+	key := apktest.NewKey(t)
+	a := commitOf("A")
+	n.publish(t, a, "main", hello(t, key, "1.0-r0", "A"))
+	spec := webSpec(key, operation.Channel{Branch: "main"})
+	v := putInstallation(t, n, "web", spec)
+	if v.Instances.Count != 2 || v.Instances.Project != "default" || len(v.Instances.Profiles) != 1 {
+		t.Fatalf("defaults: %+v", v.Instances)
+	}
+	first := waitOp(t, n, v.LastOperation.ID, 10*time.Second)
+	spec.Instances.Count = 3
+	v = putInstallation(t, n, "web", spec)
+	if v.Instances.Count != 3 || v.LastOperation.ID != first.ID {
+		t.Fatalf("update without a channel change: %+v, last op %s", v.Instances, v.LastOperation.ID)
+	}
+	spec.Channel = operation.Channel{Commit: a[:7]}
+	v = putInstallation(t, n, "web", spec)
+	if v.Channel.Commit != a || v.LastOperation.ID == first.ID {
+		t.Fatalf("update with a channel change: %+v %s", v.Channel, v.LastOperation.ID)
+	}
+	waitOp(t, n, v.LastOperation.ID, 10*time.Second)
+
+	var del operation.Operation
+	if err := n.api.JSON(t.Context(), http.MethodDelete, "/api/v1/installations/web", nil, &del); err != nil || del.Kind != operation.KindDelete {
+		t.Fatalf("delete: %+v %v", del, err)
+	}
+	if op := waitOp(t, n, del.ID, 10*time.Second); op.State != operation.Succeeded {
+		t.Fatalf("delete: %s", op.State)
+	}
+	var ce *client.Error
+	if err := n.api.Get(t.Context(), "/api/v1/installations/web", &v); !asClientError(err, &ce) || ce.Status != http.StatusNotFound {
+		t.Fatalf("after delete: %v", err)
+	}
+	if ops := operations(t, n, "web"); len(ops) != 3 || ops[0].ID != del.ID {
+		t.Fatalf("operations after delete: %d", len(ops))
+	}
+}
+
+// TestOperationEvents: the event stream sends each change of a running
+// operation and ends with its final state.
+func TestOperationEvents(t *testing.T) {
+	cfg := opsConfig(baseConfig(t))
+	cfg.NoBackendDelay = 100 * time.Millisecond
+	n := start(t, cfg)
+	key := apktest.NewKey(t)
+	n.publish(t, commitOf("A"), "main", hello(t, key, "1.0-r0", "A"))
+	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+
+	req, _ := http.NewRequest(http.MethodGet, "http://"+n.srv.AdminAddr()+"/api/v1/operations/"+v.LastOperation.ID+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("Content-Type %q", resp.Header.Get("Content-Type"))
+	}
+	var events []operation.Operation
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			var op operation.Operation
+			if err := json.Unmarshal([]byte(data), &op); err != nil {
+				t.Fatal(err)
+			}
+			events = append(events, op)
+		}
+	}
+	if len(events) < 3 {
+		t.Fatalf("%d events for an operation of several steps", len(events))
+	}
+	last := events[len(events)-1]
+	if last.State != operation.Succeeded || last.Progress.Done != last.Progress.Total {
+		t.Fatalf("last event: %s %+v", last.State, last.Progress)
+	}
+	for i := 1; i < len(events); i++ {
+		if events[i].Progress.Done < events[i-1].Progress.Done {
+			t.Fatalf("progress went back: %+v then %+v", events[i-1].Progress, events[i].Progress)
+		}
+	}
+}
+
+// TestUpgradeQueuedBehindRunning: a publish while the installation's
+// operation runs is not lost: the upgrade follows when it ends.
+func TestUpgradeQueuedBehindRunning(t *testing.T) {
+	cfg := opsConfig(baseConfig(t))
+	cfg.NoBackendDelay = 150 * time.Millisecond
+	n := start(t, cfg)
+	key := apktest.NewKey(t)
+	n.publish(t, commitOf("A"), "main", hello(t, key, "1.0-r0", "A"))
+	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+	n.publish(t, commitOf("B"), "main", hello(t, key, "2.0-r0", "B")) // while the bootstrap runs
+	waitOp(t, n, v.LastOperation.ID, 20*time.Second)
+	var up *operation.Operation
+	eventually(t, 10*time.Second, "the held-back upgrade starts", func() bool {
+		ops := operations(t, n, "web")
+		if ops[0].Kind == operation.KindUpgrade {
+			up = ops[0]
+		}
+		return up != nil
+	})
+	if up = waitOp(t, n, up.ID, 20*time.Second); up.State != operation.Succeeded || up.Commit != commitOf("B") {
+		t.Fatalf("held-back upgrade: %s %s", up.State, up.Commit)
 	}
 }
