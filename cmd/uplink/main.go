@@ -14,6 +14,13 @@ usage:
   uplink publish <dir> --app <org>/<app> --commit <sha> --branch <b>
                                               upload a built repository (<dir>/<arch>/...) and publish it
   uplink builds <org>/<app> [--branch b]      list builds, newest first
+  uplink installations [<name>]               list installations, or show one
+  uplink channel <installation> --commit <sha> | --tag <t> | --branch <b> [--no-wait]
+                                              change an installation's channel and follow the operation
+  uplink ops watch <id>                       follow an operation until it ends
+  uplink ops show <id>                        show an operation: its steps and log
+  uplink ops list <installation>              list an installation's operations, newest first
+  uplink history <installation>               list an installation's channel changes
 
 Run 'uplink <command> -h' for a command's flags.
 `
@@ -34,6 +41,14 @@ func run(args []string) int {
 		return publish(args[1:])
 	case "builds":
 		return builds(args[1:])
+	case "installations":
+		return cmdInstallations(args[1:], os.Stdout, os.Stderr)
+	case "channel":
+		return cmdChannel(args[1:], os.Stdout, os.Stderr)
+	case "ops":
+		return cmdOps(args[1:], os.Stdout, os.Stderr)
+	case "history":
+		return cmdHistory(args[1:], os.Stdout, os.Stderr)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0
