@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -26,7 +27,7 @@ func (d *discard) Header() http.Header         { return d.h }
 func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discard) WriteHeader(int)             {}
 
-func setup(b *testing.B, indexSize int) (*echo.Echo, string) {
+func setup(b testing.TB, indexSize int, authorize ...func(context.Context, artifact.App, netip.Addr) error) (*echo.Echo, string) {
 	d, err := filesystem.New(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
@@ -42,9 +43,13 @@ func setup(b *testing.B, indexSize int) (*echo.Echo, string) {
 		b.Fatal(err)
 	}
 	e := echo.New()
-	distribution.New(distribution.Config{
+	cfg := distribution.Config{
 		Storage: d, Refs: cache.NewRefs(store, cache.RefsConfig{}), Indexes: cache.NewBlobs(64<<20, nil),
-	}).Register(e)
+	}
+	if len(authorize) > 0 {
+		cfg.Authorize = authorize[0]
+	}
+	distribution.New(cfg).Register(e)
 	return e, "/distribution/main/acme/hello/x86_64/APKINDEX.tar.gz"
 }
 

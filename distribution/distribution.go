@@ -44,7 +44,11 @@ type Config struct {
 	Indexes *cache.Blobs
 	// Allow, when not empty, admits only clients whose address is in one
 	// of these prefixes.
-	Allow      []netip.Prefix
+	Allow []netip.Prefix
+	// Authorize, when set, decides per app whether a client may fetch
+	// (e.g. only instances leased an address in the app's Incus project).
+	// It returns ErrForbidden to refuse; any other error answers 503.
+	Authorize  func(ctx context.Context, app artifact.App, client netip.Addr) error
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -116,7 +120,8 @@ func (h *Handler) Serve(c echo.Context) error {
 		plain(rw, http.StatusMethodNotAllowed, "method not allowed")
 		return nil
 	}
-	if !h.allowed(c) {
+	addr, ok := h.allowed(c)
+	if !ok {
 		plain(rw, http.StatusForbidden, "forbidden")
 		return nil
 	}
@@ -126,6 +131,17 @@ func (h *Handler) Serve(c echo.Context) error {
 		errors.As(err, &pe)
 		plain(rw, pe.Status, pe.Reason)
 		return nil
+	}
+	if h.cfg.Authorize != nil {
+		if err := h.cfg.Authorize(r.Context(), req.Application(), addr); errors.Is(err, ErrForbidden) {
+			plain(rw, http.StatusForbidden, "forbidden")
+			return nil
+		} else if err != nil {
+			h.log.Error("distribution: cannot decide access", "client", addr.String(), "err", err)
+			rw.Header().Set("Retry-After", RetryAfter)
+			plain(rw, http.StatusServiceUnavailable, "cannot check access now, try again later")
+			return nil
+		}
 	}
 	fileKind = "package"
 	if artifact.IsIndex(req.File) {
@@ -243,25 +259,29 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error, notFou
 	plain(w, http.StatusServiceUnavailable, "storage unavailable, try again later")
 }
 
-func (h *Handler) allowed(c echo.Context) bool {
-	if len(h.cfg.Allow) == 0 {
-		return true
-	}
+// ErrForbidden is what Config.Authorize returns to refuse a client.
+var ErrForbidden = errors.New("forbidden")
+
+// allowed checks the client's address against the allow-list.
+func (h *Handler) allowed(c echo.Context) (netip.Addr, bool) {
 	host, _, err := net.SplitHostPort(c.Request().RemoteAddr)
 	if err != nil {
-		return false
+		return netip.Addr{}, false
 	}
 	addr, err := netip.ParseAddr(host)
 	if err != nil {
-		return false
+		return netip.Addr{}, false
 	}
 	addr = addr.Unmap()
+	if len(h.cfg.Allow) == 0 {
+		return addr, true
+	}
 	for _, p := range h.cfg.Allow {
 		if p.Contains(addr) {
-			return true
+			return addr, true
 		}
 	}
-	return false
+	return addr, false
 }
 
 func plain(w http.ResponseWriter, status int, msg string) {
