@@ -48,8 +48,11 @@ type Config struct {
 	DistributionURL string
 	// Kick is called after an operation is created; may be nil.
 	Kick func()
+	// DefaultProject is the instance project of installations that name
+	// none ("default" when empty).
+	DefaultProject string
 	// Observe reports an installation's instances; may be nil.
-	Observe func(ctx context.Context, name string) []Instance
+	Observe func(ctx context.Context, name, project string) []Instance
 }
 
 // Service manages installations and keeps their operations; it is the
@@ -61,6 +64,12 @@ type Service struct {
 
 // New returns a Service.
 func New(cfg Config) *Service { return &Service{cfg: cfg, d: cfg.Storage} }
+
+// SetObserver sets Config.Observe (the instance backend is built after
+// the service it reports to).
+func (s *Service) SetObserver(fn func(ctx context.Context, name, project string) []Instance) {
+	s.cfg.Observe = fn
+}
 
 const prefix = "meta/installations/"
 
@@ -229,7 +238,7 @@ func (s *Service) view(ctx context.Context, r *Record) View {
 		v.LastOperation = public(r.Operations[0])
 	}
 	if s.cfg.Observe != nil {
-		v.Observed = s.cfg.Observe(ctx, r.Name)
+		v.Observed = s.cfg.Observe(ctx, r.Name, r.Spec.Instances.Project)
 	}
 	return v
 }
@@ -242,6 +251,9 @@ func public(op *operation.Operation) *operation.Operation { c := *op; return &c 
 func (s *Service) Put(ctx context.Context, name string, spec Spec) (View, *operation.Operation, bool, error) {
 	if err := ValidName(name); err != nil {
 		return View{}, nil, false, err
+	}
+	if spec.Instances.Project == "" {
+		spec.Instances.Project = s.cfg.DefaultProject
 	}
 	if err := normalize(&spec); err != nil {
 		return View{}, nil, false, err
@@ -676,4 +688,90 @@ func (s *Service) Target(ctx context.Context, op *operation.Operation) (operatio
 		}
 	}
 	return t, nil
+}
+
+// Reconcile compares what an installation's instances run (observed)
+// with its channel, and starts the operation that converges them: an
+// upgrade when the right number of instances run an older commit of the
+// tracked branch, else a re-bootstrap on the same channel. It leaves alone
+// an installation with an operation running, or whose last operation
+// failed (retrying it forever would not help; an operator decides).
+func (s *Service) Reconcile(ctx context.Context, name string, observed []Instance) (*operation.Operation, error) {
+	var op *operation.Operation
+	_, err := s.update(ctx, name, func(r *Record, exists bool) error {
+		op = nil
+		if !exists || r.deleted() || r.active() != nil || len(r.Operations) > 0 && r.Operations[0].State == operation.Failed {
+			return errNoChange
+		}
+		want := s.resolvedCommit(ctx, r)
+		if want == "" {
+			return errNoChange
+		}
+		running, current := 0, 0
+		for _, in := range observed {
+			if in.State == "Running" {
+				running++
+				if in.Commit == want {
+					current++
+				}
+			}
+		}
+		n := r.Spec.Instances.Count
+		if len(observed) == n && current == n {
+			return errNoChange
+		}
+		if err := s.archive(ctx, r); err != nil {
+			return err
+		}
+		now := time.Now().UTC()
+		reason := fmt.Sprintf("reconcile: %d instances observed (%d running, %d on %s), want %d", len(observed), running, current, want, n)
+		if r.Spec.Channel.Branch != "" && len(observed) == n && running == n {
+			op = s.upgradeOp(ctx, r, want, now)
+		} else {
+			cur := s.endpoint(ctx, r)
+			op = r.newOp(operation.KindChangeChannel, cur, cur, now)
+		}
+		op.AddLog(now, reason)
+		return nil
+	})
+	if errors.Is(err, errNoChange) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.kick(op)
+	return public(op), nil
+}
+
+var errNoChange = errors.New("nothing to change")
+
+// Names lists the live installations with their instance projects.
+func (s *Service) Names(ctx context.Context) (map[string]string, error) {
+	rs, err := s.records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, r := range rs {
+		if !r.deleted() {
+			out[r.Name] = r.Spec.Instances.Project
+		}
+	}
+	return out, nil
+}
+
+// Projects lists the instance projects of app's installations.
+func (s *Service) Projects(ctx context.Context, app artifact.App) ([]string, error) {
+	rs, err := s.records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range rs {
+		if !r.deleted() && r.Spec.App == app.String() && !slices.Contains(out, r.Spec.Instances.Project) {
+			out = append(out, r.Spec.Instances.Project)
+		}
+	}
+	return out, nil
 }

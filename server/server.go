@@ -26,9 +26,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/uplinkhq/uplink/admin"
+	"github.com/uplinkhq/uplink/artifact"
 	"github.com/uplinkhq/uplink/cache"
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/installation"
+	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/operation"
 	"github.com/uplinkhq/uplink/ref"
 	"github.com/uplinkhq/uplink/storage"
@@ -76,6 +78,24 @@ type Config struct {
 	// NoBackendDelay makes each step of the "no instance backend" driver
 	// take this long (rehearsals, tests).
 	NoBackendDelay time.Duration
+
+	// Incus is unix:///path/to/unix.socket or https://host:8443; empty
+	// keeps the "no instance backend" driver.
+	Incus           string
+	IncusCert       string // PEM files, for https
+	IncusKey        string
+	IncusServerCert string
+	// IncusProject is the project of installations that name none.
+	IncusProject string
+	// ImageServer, when set, is the simplestreams server images come from.
+	ImageServer string
+	// IncusProxyDistribution gives every instance a proxy device to this
+	// uplink's distribution listener (uplink on the instances' host).
+	IncusProxyDistribution bool
+	ReconcileInterval      time.Duration
+	// AllowIncusLeases admits distribution clients only from addresses
+	// leased in the project of an installation of the app.
+	AllowIncusLeases bool
 }
 
 // TokenFile is where a generated admin token is kept, inside DataDir.
@@ -98,6 +118,8 @@ type Server struct {
 	stop    context.CancelFunc
 	engine  *operation.Engine
 	done    chan struct{}
+
+	reconciler *instance.Reconciler
 }
 
 // New builds a Server; it opens storage and Redis but listens on nothing.
@@ -167,10 +189,34 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	indexes := cache.NewBlobs(cfg.IndexCacheSize, reg)
 
 	installations := installation.New(installation.Config{
-		Storage: drv, Refs: s.refs, Resolver: s.cache, DistributionURL: cfg.DistributionURL,
+		Storage: drv, Refs: s.refs, Resolver: s.cache, DistributionURL: cfg.DistributionURL, DefaultProject: cfg.IncusProject,
 		Kick: func() { s.engine.Kick() },
 	})
-	backend := installation.Verifying{Backend: operation.NoBackend{Delay: cfg.NoBackendDelay}, Storage: drv}
+	var backend operation.Backend = operation.NoBackend{Delay: cfg.NoBackendDelay}
+	var authorize func(context.Context, artifact.App, netip.Addr) error
+	if cfg.Incus != "" {
+		c, err := connectIncus(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		bcfg := instance.BackendConfig{Client: c, ImageServer: cfg.ImageServer, Logger: log}
+		if cfg.IncusProxyDistribution {
+			host, port, _ := net.SplitHostPort(cfg.Listen)
+			if host == "" || host == "0.0.0.0" || host == "::" {
+				host = "127.0.0.1"
+			}
+			bcfg.ProxyConnect = "tcp:" + net.JoinHostPort(host, port)
+		}
+		backend = instance.NewBackend(bcfg)
+		s.reconciler = &instance.Reconciler{Client: c, Installations: installations, Interval: cfg.ReconcileInterval, Logger: log}
+		installations.SetObserver(s.reconciler.Observe)
+		if cfg.AllowIncusLeases {
+			leases := &instance.Leases{Client: c, Projects: installations.Projects}
+			authorize = leases.Authorize
+		}
+		log.Info("instance backend: incus", "server", cfg.Incus, "dialect", c.Dialect())
+	}
+	backend = installation.Verifying{Backend: backend, Storage: drv}
 	s.engine = operation.NewEngine(installations, backend, operation.EngineConfig{
 		Lease: cfg.OperationLease, Scan: cfg.OperationScan, Logger: log, Registerer: reg,
 	})
@@ -182,7 +228,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 
 	s.dist = newEcho(log, cfg.AccessLog)
 	distribution.New(distribution.Config{
-		Storage: drv, Refs: s.cache, Indexes: indexes, Allow: cfg.AllowCIDR, Logger: log, Registerer: reg,
+		Storage: drv, Refs: s.cache, Indexes: indexes, Allow: cfg.AllowCIDR, Authorize: authorize, Logger: log, Registerer: reg,
 	}).Register(s.dist)
 	s.dist.RouteNotFound("/*", func(c echo.Context) error {
 		return c.String(http.StatusNotFound, "not found: repositories are under /distribution/\n")
@@ -308,6 +354,9 @@ func (s *Server) Start(ctx context.Context) error {
 	go s.cache.Run(runCtx)
 	s.done = make(chan struct{})
 	go func() { defer close(s.done); s.engine.Run(runCtx) }()
+	if s.reconciler != nil {
+		go s.reconciler.Run(runCtx)
+	}
 	go s.serve(s.distSrv, s.distLn, "", "")
 	go s.serve(s.admSrv, s.admLn, s.cfg.AdminTLSCert, s.cfg.AdminTLSKey)
 	s.log.Info("uplink serving", "distribution", s.distLn.Addr().String(), "admin", s.admLn.Addr().String(),
@@ -358,4 +407,33 @@ func (s *Server) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	return s.Shutdown(sctx)
+}
+
+// connectIncus connects to the configured Incus (or LXD) server.
+func connectIncus(ctx context.Context, cfg Config) (*instance.ProtocolIncus, error) {
+	var c *instance.ProtocolIncus
+	var err error
+	if path, ok := strings.CutPrefix(cfg.Incus, "unix://"); ok {
+		c, err = instance.ConnectIncusUnix(ctx, path, nil)
+	} else {
+		args := &instance.ConnectionArgs{UserAgent: "uplink"}
+		for _, f := range []struct {
+			path string
+			into *string
+		}{{cfg.IncusCert, &args.TLSClientCert}, {cfg.IncusKey, &args.TLSClientKey}, {cfg.IncusServerCert, &args.TLSServerCert}} {
+			if f.path == "" {
+				continue
+			}
+			b, rerr := os.ReadFile(f.path)
+			if rerr != nil {
+				return nil, fmt.Errorf("incus: %w", rerr)
+			}
+			*f.into = string(b)
+		}
+		c, err = instance.ConnectIncus(ctx, cfg.Incus, args)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("incus %s: %w", cfg.Incus, err)
+	}
+	return c, nil
 }

@@ -50,6 +50,15 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.OperationLease, "operation-lease", 15*time.Second, "how long a replica may go silent before another takes its operation over")
 	fs.DurationVar(&cfg.OperationScan, "operation-scan", 5*time.Second, "how often replicas look for operations nobody runs")
 	fs.DurationVar(&cfg.NoBackendDelay, "no-backend-step-delay", 0, "without an instance backend, make each recorded step take this long (rehearsals, tests)")
+	fs.StringVar(&cfg.Incus, "incus", "", "instance backend: unix:///var/lib/incus/unix.socket or https://host:8443 (default: none, steps recorded as skipped)")
+	fs.StringVar(&cfg.IncusCert, "incus-cert", "", "client certificate (PEM) for an https --incus")
+	fs.StringVar(&cfg.IncusKey, "incus-key", "", "client key (PEM) for --incus-cert")
+	fs.StringVar(&cfg.IncusServerCert, "incus-server-cert", "", "the server's certificate (PEM), pinned")
+	fs.StringVar(&cfg.IncusProject, "incus-project", "default", "Incus project of installations that name none")
+	fs.StringVar(&cfg.ImageServer, "image-server", "", "simplestreams server to pull images from (e.g. https://images.linuxcontainers.org); default: images local to the Incus server")
+	fs.BoolVar(&cfg.IncusProxyDistribution, "incus-proxy-distribution", false, "give every instance a proxy device to this uplink's distribution listener (uplink on the instances' host, no network path)")
+	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", time.Minute, "how often instances are compared with their installations' channels")
+	fs.BoolVar(&cfg.AllowIncusLeases, "allow-incus-leases", false, "admit distribution clients only from addresses leased in the Incus project of an installation of the app")
 	fs.StringVar(logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(logFormat, "log-format", "text", "text or json")
 	return fs
@@ -120,6 +129,30 @@ func validate(cfg *server.Config, logLevel, logFormat string) error {
 	}
 	if cfg.OperationLease < time.Second || cfg.OperationScan <= 0 || cfg.NoBackendDelay < 0 {
 		bad("--operation-lease must be at least 1s, --operation-scan positive, --no-backend-step-delay not negative")
+	}
+	switch {
+	case cfg.Incus == "":
+		if cfg.AllowIncusLeases || cfg.IncusProxyDistribution {
+			bad("--allow-incus-leases and --incus-proxy-distribution need --incus")
+		}
+	case strings.HasPrefix(cfg.Incus, "unix://"):
+		if strings.TrimPrefix(cfg.Incus, "unix://") == "" {
+			bad("--incus %q: want unix:///path/to/unix.socket", cfg.Incus)
+		}
+	case strings.HasPrefix(cfg.Incus, "https://"):
+		if cfg.IncusCert == "" || cfg.IncusKey == "" {
+			bad("--incus %s: HTTPS needs --incus-cert and --incus-key (a client certificate the server trusts)", cfg.Incus)
+		}
+	default:
+		bad("--incus %q: want unix:///path/to/unix.socket or https://host:8443", cfg.Incus)
+	}
+	if cfg.IncusProxyDistribution {
+		if _, port, _ := net.SplitHostPort(cfg.Listen); port == "0" {
+			bad("--incus-proxy-distribution needs a fixed --listen port")
+		}
+	}
+	if cfg.ReconcileInterval < time.Second {
+		bad("--reconcile-interval must be at least 1s")
 	}
 	if cfg.IndexCacheSize < 1<<20 {
 		bad("--index-cache-size must be at least 1MiB")

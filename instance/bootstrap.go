@@ -1,0 +1,385 @@
+package instance
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	ops "github.com/uplinkhq/uplink/operation"
+)
+
+// The labels uplink puts on its instances (user.* config keys, which
+// Incus lets us filter on). They say what each instance runs, so that a
+// crashed operation leaves what is left to do written on the instances.
+const (
+	LabelManaged      = "user.managed_by"
+	LabelInstallation = "user.uplink.installation"
+	LabelCommit       = "user.uplink.commit"
+	LabelRef          = "user.uplink.ref"
+	LabelOperation    = "user.uplink.operation"
+	managedBy         = "uplink"
+)
+
+// BackendConfig wires a Backend.
+type BackendConfig struct {
+	Client *ProtocolIncus
+	// ImageServer, when set, is a simplestreams server images are pulled
+	// from (e.g. https://images.linuxcontainers.org); otherwise the image
+	// is a local alias or fingerprint.
+	ImageServer string
+	// ProxyConnect, when set (e.g. tcp:127.0.0.1:4080), adds a proxy
+	// device to every instance so that the host and port of its
+	// repository URL, on the instance's loopback, reach uplink there: for
+	// an uplink on the same host as the instances, with no network path.
+	ProxyConnect string
+	// HealthTimeout bounds how long a health command may keep failing
+	// after a restart before the instance counts as unhealthy.
+	HealthTimeout time.Duration
+	Logger        *slog.Logger
+}
+
+// Backend carries operations out on Incus: it implements
+// ops.Backend.
+type Backend struct {
+	cfg BackendConfig
+	log *slog.Logger
+}
+
+// NewBackend returns a Backend.
+func NewBackend(cfg BackendConfig) *Backend {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = 30 * time.Second
+	}
+	return &Backend{cfg: cfg, log: cfg.Logger}
+}
+
+// Per-instance steps of a change-channel, in order: the new instance is
+// fully up and healthy before an old one goes, so an installation of two
+// or more always keeps one running.
+var bootstrapSteps = []string{"create-instance", "start-instance", "configure-repository", "install-package", "restart-instance", "health-check", "remove-old-instance"}
+
+// Steps implements ops.Backend.
+func (b *Backend) Steps(op *ops.Operation, t ops.Target) []string {
+	var steps []string
+	switch op.Kind {
+	case ops.KindChangeChannel:
+		for i := 1; i <= max(t.Count, 1); i++ {
+			for _, s := range bootstrapSteps {
+				steps = append(steps, s+"-"+strconv.Itoa(i))
+			}
+		}
+		steps = append(steps, "remove-extra-instances")
+	case ops.KindUpgrade:
+		for i := 1; i <= max(t.Count, 1); i++ {
+			steps = append(steps, "upgrade-instance-"+strconv.Itoa(i))
+		}
+	case ops.KindDelete:
+		steps = append(steps, "delete-instances")
+	}
+	return steps
+}
+
+// step splits "install-package-2" into "install-package" and 2.
+func step(name string) (string, int) {
+	i := strings.LastIndexByte(name, '-')
+	n, err := strconv.Atoi(name[i+1:])
+	if i < 0 || err != nil {
+		return name, 0
+	}
+	return name[:i], n
+}
+
+// newName is the name of the instance an operation creates for slot i:
+// the same on every attempt, so a resumed operation finds its instance.
+func newName(op *ops.Operation, i int) string {
+	seq := op.ID[strings.LastIndexByte(op.ID, '.')+1:]
+	return fmt.Sprintf("%s-%s-%d", op.Installation, seq, i)
+}
+
+// Do implements ops.Backend.
+func (b *Backend) Do(ctx context.Context, name string, op *ops.Operation, t ops.Target, log func(string)) error {
+	c := b.cfg.Client.UseProject(t.Project)
+	action, i := step(name)
+	switch action {
+	case "create-instance", "start-instance", "configure-repository", "install-package", "restart-instance", "health-check":
+		inst := newName(op, i)
+		err := b.bootstrap(ctx, c, action, inst, op, t, log)
+		if err != nil && !errors.Is(err, ops.ErrSkipped) && ctx.Err() == nil {
+			// The new instance failed: it goes, the old ones stay as they are.
+			log(fmt.Sprintf("%s failed: removing the new instance %s; the old instances are untouched", action, inst))
+			if derr := remove(context.WithoutCancel(ctx), c, inst); derr != nil && !IsNotFound(derr) {
+				log("could not remove " + inst + ": " + derr.Error())
+			}
+		}
+		return err
+	case "remove-old-instance":
+		old, err := b.old(ctx, c, op, t)
+		if err != nil {
+			return err
+		}
+		if len(old) == 0 {
+			log("no old instance left to remove")
+			return ops.ErrSkipped
+		}
+		log("removing old instance " + old[0].Name + " (commit " + old[0].Config[LabelCommit] + ")")
+		return remove(ctx, c, old[0].Name)
+	case "remove-extra-instances":
+		old, err := b.old(ctx, c, op, t)
+		if err != nil {
+			return err
+		}
+		if len(old) == 0 {
+			return ops.ErrSkipped
+		}
+		for _, o := range old {
+			log("removing instance " + o.Name + " beyond the installation's count")
+			if err := remove(ctx, c, o.Name); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "upgrade-instance":
+		insts, err := Instances(ctx, c, t.Installation)
+		if err != nil {
+			return err
+		}
+		if i > len(insts) {
+			log(fmt.Sprintf("no instance %d to upgrade (the installation has %d)", i, len(insts)))
+			return ops.ErrSkipped
+		}
+		inst := insts[i-1]
+		if err := b.exec(ctx, c, inst.Name, []string{"/bin/sh", "-c", "apk update && apk add --upgrade " + shellQuote(t.Package)}, log); err != nil {
+			return err
+		}
+		return c.PatchInstance(ctx, inst.Name, InstancePut{Config: map[string]string{LabelCommit: t.Commit, LabelRef: t.Ref}}, "")
+	case "delete-instances":
+		insts, err := Instances(ctx, c, t.Installation)
+		if err != nil {
+			return err
+		}
+		for _, inst := range insts {
+			log("removing instance " + inst.Name)
+			if err := remove(ctx, c, inst.Name); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown step %q", name)
+}
+
+func (b *Backend) bootstrap(ctx context.Context, c *ProtocolIncus, action, inst string, op *ops.Operation, t ops.Target, log func(string)) error {
+	switch action {
+	case "create-instance":
+		if _, _, err := c.GetInstance(ctx, inst); err == nil {
+			log(inst + " exists already (resumed operation)")
+			return nil
+		} else if !IsNotFound(err) {
+			return err
+		}
+		req := InstancesPost{
+			Name: inst, Type: InstanceTypeContainer, Source: b.source(t.Image),
+			InstancePut: InstancePut{Profiles: t.Profiles, Config: map[string]string{
+				LabelManaged: managedBy, LabelInstallation: t.Installation, LabelCommit: t.Commit,
+				LabelRef: t.Ref, LabelOperation: op.ID,
+			}},
+		}
+		if dev, ok := b.proxyDevice(t.RepositoryURL); ok {
+			req.Devices = map[string]map[string]string{"uplink-distribution": dev}
+		}
+		log(fmt.Sprintf("creating %s from image %s in project %s", inst, t.Image, t.Project))
+		o, err := c.CreateInstance(ctx, req)
+		if err != nil {
+			return err
+		}
+		return o.WaitContext(ctx)
+	case "start-instance":
+		return setState(ctx, c, inst, "start")
+	case "configure-repository":
+		if err := c.CreateInstanceFile(ctx, inst, "/etc/apk/keys/"+t.KeyName, InstanceFileArgs{
+			Content: strings.NewReader(t.PublicKey), Mode: 0o644, Type: "file",
+		}); err != nil {
+			return fmt.Errorf("pushing the key: %w", err)
+		}
+		repos, err := readFile(ctx, c, inst, "/etc/apk/repositories")
+		if err != nil {
+			return err
+		}
+		updated := repositories(repos, t.App, t.RepositoryURL)
+		if err := c.CreateInstanceFile(ctx, inst, "/etc/apk/repositories", InstanceFileArgs{
+			Content: strings.NewReader(updated), Mode: 0o644, Type: "file",
+		}); err != nil {
+			return fmt.Errorf("writing /etc/apk/repositories: %w", err)
+		}
+		log("/etc/apk/repositories: " + t.RepositoryURL)
+		return nil
+	case "install-package":
+		return b.exec(ctx, c, inst, []string{"/bin/sh", "-c", "apk update && apk add " + shellQuote(t.Package)}, log)
+	case "restart-instance":
+		return setState(ctx, c, inst, "restart")
+	case "health-check":
+		if len(t.HealthCommand) == 0 {
+			log("no health command")
+			return ops.ErrSkipped
+		}
+		deadline := time.Now().Add(b.cfg.HealthTimeout)
+		for {
+			err := b.exec(ctx, c, inst, t.HealthCommand, log)
+			if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}
+	return fmt.Errorf("unknown step %q", action)
+}
+
+// source picks how Incus gets the image: pulled from a simplestreams
+// server, or local by fingerprint or alias.
+func (b *Backend) source(image string) InstanceSource {
+	if b.cfg.ImageServer != "" {
+		return InstanceSource{Type: "image", Mode: "pull", Protocol: "simplestreams", Server: b.cfg.ImageServer, Alias: image}
+	}
+	if len(image) >= 12 && isHex(image) {
+		return InstanceSource{Type: "image", Fingerprint: image}
+	}
+	return InstanceSource{Type: "image", Alias: image}
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// proxyDevice maps the repository URL's port on the instance's loopback
+// to uplink on the host.
+func (b *Backend) proxyDevice(repoURL string) (map[string]string, bool) {
+	if b.cfg.ProxyConnect == "" {
+		return nil, false
+	}
+	port := "80"
+	if rest, ok := strings.CutPrefix(repoURL, "http://"); ok {
+		host, _, _ := strings.Cut(rest, "/")
+		if i := strings.LastIndexByte(host, ':'); i >= 0 {
+			port = host[i+1:]
+		}
+	}
+	return map[string]string{"type": "proxy", "bind": "instance", "listen": "tcp:127.0.0.1:" + port, "connect": b.cfg.ProxyConnect}, true
+}
+
+// repositories rewrites an apk repositories file: the image's own lines
+// stay, uplink's lines for app are replaced by url.
+func repositories(current, app, url string) string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(current))
+	for sc.Scan() {
+		line := sc.Text()
+		l := strings.TrimSpace(line)
+		if strings.Contains(l, "/distribution/") && strings.HasSuffix(strings.TrimRight(l, "/"), "/"+app) {
+			continue
+		}
+		out = append(out, line)
+	}
+	return strings.Join(append(out, url), "\n") + "\n"
+}
+
+func readFile(ctx context.Context, c *ProtocolIncus, inst, path string) (string, error) {
+	rc, _, err := c.GetInstanceFile(ctx, inst, path)
+	if IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	return string(b), err
+}
+
+// exec runs a command, putting its output in the operation log; a
+// non-zero exit is an error.
+func (b *Backend) exec(ctx context.Context, c *ProtocolIncus, inst string, cmd []string, log func(string)) error {
+	log("$ " + strings.Join(cmd, " "))
+	var out bytes.Buffer
+	code, err := c.ExecInstance(ctx, inst, InstanceExecPost{Command: cmd, RecordOutput: true, Environment: map[string]string{"HOME": "/root"}},
+		&InstanceExecArgs{Stdout: &out, Stderr: &out})
+	for _, l := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
+		if l != "" {
+			log(l)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("%q exited with status %d", strings.Join(cmd, " "), code)
+	}
+	return nil
+}
+
+func setState(ctx context.Context, c *ProtocolIncus, inst, action string) error {
+	o, err := c.UpdateInstanceState(ctx, inst, InstanceStatePut{Action: action, Timeout: 30}, "")
+	if err != nil {
+		return err
+	}
+	return o.WaitContext(ctx)
+}
+
+// remove stops (forcibly) and deletes an instance.
+func remove(ctx context.Context, c *ProtocolIncus, inst string) error {
+	o, err := c.UpdateInstanceState(ctx, inst, InstanceStatePut{Action: "stop", Force: true, Timeout: -1}, "")
+	if err == nil {
+		err = o.WaitContext(ctx)
+	}
+	if err != nil && !IsNotFound(err) && !strings.Contains(err.Error(), "already stopped") {
+		return err
+	}
+	o, err = c.DeleteInstance(ctx, inst)
+	if IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return o.WaitContext(ctx)
+}
+
+// Instances lists an installation's instances, by name.
+func Instances(ctx context.Context, c *ProtocolIncus, installation string) ([]Instance, error) {
+	list, err := c.GetInstancesWithFilter(ctx, InstanceTypeContainer, []string{LabelInstallation + "=" + installation})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(list, func(a, b Instance) int { return strings.Compare(a.Name, b.Name) })
+	return list, nil
+}
+
+// old lists the installation's instances that op did not create.
+func (b *Backend) old(ctx context.Context, c *ProtocolIncus, op *ops.Operation, t ops.Target) ([]Instance, error) {
+	all, err := Instances(ctx, c, t.Installation)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(i Instance) bool { return i.Config[LabelOperation] == op.ID }), nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
