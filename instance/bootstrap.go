@@ -159,7 +159,10 @@ func (b *Backend) Do(ctx context.Context, name string, op *ops.Operation, t ops.
 			return ops.ErrSkipped
 		}
 		inst := insts[i-1]
-		if err := b.exec(ctx, c, inst.Name, []string{"/bin/sh", "-c", "apk update && apk add --upgrade " + shellQuote(t.Package)}, log); err != nil {
+		if err := b.update(ctx, c, inst.Name, log); err != nil {
+			return err
+		}
+		if err := b.exec(ctx, c, inst.Name, []string{"apk", "add", "--upgrade", t.Package}, log); err != nil {
 			return err
 		}
 		return c.PatchInstance(ctx, inst.Name, InstancePut{Config: map[string]string{LabelCommit: t.Commit, LabelRef: t.Ref}}, "")
@@ -225,7 +228,10 @@ func (b *Backend) bootstrap(ctx context.Context, c *ProtocolIncus, action, inst 
 		log("/etc/apk/repositories: " + t.RepositoryURL)
 		return nil
 	case "install-package":
-		return b.exec(ctx, c, inst, []string{"/bin/sh", "-c", "apk update && apk add " + shellQuote(t.Package)}, log)
+		if err := b.update(ctx, c, inst, log); err != nil {
+			return err
+		}
+		return b.exec(ctx, c, inst, []string{"apk", "add", t.Package}, log)
 	case "restart-instance":
 		return setState(ctx, c, inst, "restart")
 	case "health-check":
@@ -336,6 +342,24 @@ func (b *Backend) exec(ctx context.Context, c *ProtocolIncus, inst string, cmd [
 	return nil
 }
 
+// update runs apk update, again for a while if it fails: right after a
+// start the instance's network (even its loopback, where a proxy device
+// listens) may not be up yet.
+func (b *Backend) update(ctx context.Context, c *ProtocolIncus, inst string, log func(string)) error {
+	deadline := time.Now().Add(b.cfg.HealthTimeout)
+	for {
+		err := b.exec(ctx, c, inst, []string{"apk", "update"}, log)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 func setState(ctx context.Context, c *ProtocolIncus, inst, action string) error {
 	o, err := c.UpdateInstanceState(ctx, inst, InstanceStatePut{Action: action, Timeout: 30}, "")
 	if err != nil {
@@ -381,5 +405,3 @@ func (b *Backend) old(ctx context.Context, c *ProtocolIncus, op *ops.Operation, 
 	}
 	return slices.DeleteFunc(all, func(i Instance) bool { return i.Config[LabelOperation] == op.ID }), nil
 }
-
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

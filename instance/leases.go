@@ -111,6 +111,13 @@ func (l *Leases) leased(ctx context.Context, project string) (map[netip.Addr]boo
 				return nil, err
 			}
 			for _, le := range leases {
+				// Only leases tied to an instance's interface: Incus filters
+				// IPv4 dynamic leases by the project's MACs, but DHCPv6 ones
+				// (no hwaddr) and gateway entries of other networks come back
+				// unfiltered.
+				if le.Hwaddr == "" || le.Type == "uplink" || le.Project != "" && le.Project != project {
+					continue
+				}
 				if a, err := netip.ParseAddr(le.Address); err == nil {
 					addrs[a.Unmap()] = true
 				}

@@ -1,0 +1,242 @@
+// Package apkcli is a small but real APK v2 client for test containers:
+// `apk update`, `apk add [-u] <pkg>...`, `apk del <pkg>...` and `apk info`
+// against the repositories in /etc/apk/repositories, trusting only the
+// keys in /etc/apk/keys, installing into the root filesystem and keeping
+// apk-tools' installed database in /lib/apk/db. Alpine's own apk cannot be
+// had without an Alpine mirror, so the busybox test image
+// (internal/incusimage) ships this client, built static from ./cmd/apk, as
+// /sbin/apk.
+//
+// It relies on github.com/chainguard-dev/go-apk for what go-apk does well:
+// verifying index signatures, parsing indexes and the installed database,
+// and resolving dependencies. It adds what go-apk lacks or does in a way
+// unfit for a live root: the signature entry must name a key file in
+// /etc/apk/keys (apk-tools opens only that file), a package's control
+// member must hash to the index C: and its data member to the .PKGINFO
+// datahash, packages are fetched below their own A: arch, installed
+// packages are upgraded in place (go-apk skips installed packages), and
+// files are written through os.Root (go-apk's DirFS walks the whole
+// target tree, /proc included, on construction).
+//
+// Output imitates apk-tools 2 ("(1/2) Installing hello (1.0-r0)",
+// "OK: ..."), errors go to stderr as "ERROR: ..." and any failure makes
+// the exit status non-zero.
+package apkcli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// usage is printed for -h and for unknown commands.
+const usage = `usage: apk [options] COMMAND [ARGS...]
+
+commands:
+  update                    fetch the indexes of all repositories
+  add [-u] PACKAGE...       install packages (and dependencies); -u upgrades installed ones
+  del PACKAGE...            remove packages and dependencies no longer needed
+  info [-v]                 list installed packages (-v: with versions)
+
+options:
+  -U, --update-cache        fetch indexes even if the cached ones are fresh
+  -u, --upgrade             (add) upgrade packages that are already installed
+  -X, --repository URL      use URL in addition to /etc/apk/repositories
+      --no-cache            neither read nor write the index cache
+  -p, --root DIR            install below DIR instead of /
+      --arch ARCH           package architecture (default /etc/apk/arch)
+  -q, --quiet               print less
+  -v, --verbose             print more
+      --version             print the version
+`
+
+// Version is what `apk --version` prints.
+const Version = "apk-tools 2.14.4 (uplink test client on go-apk)"
+
+// cacheMaxAge is how long a cached index is used before `add` fetches it
+// again, apk-tools' default cache_max_age of 4 hours.
+const cacheMaxAge = 4 * time.Hour
+
+type options struct {
+	root        string
+	arch        string
+	repos       []string // from -X
+	upgrade     bool
+	updateCache bool
+	noCache     bool
+	quiet       bool
+	verbose     bool
+}
+
+type cli struct {
+	opts   options
+	stdout io.Writer
+	stderr io.Writer
+	ctx    context.Context
+	errors int // non-fatal errors (e.g. an index that could not be fetched)
+}
+
+// Main runs apk with args (without the program name) and returns the exit
+// status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	c := &cli{opts: options{root: "/"}, stdout: stdout, stderr: stderr, ctx: context.Background()}
+	cmd, rest, err := c.parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "ERROR: %v\n", err)
+		fmt.Fprint(stderr, usage)
+		return 1
+	}
+	switch cmd {
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "version":
+		fmt.Fprintln(stdout, Version)
+		return 0
+	}
+	if c.opts.arch == "" {
+		c.opts.arch = c.defaultArch()
+	}
+	switch cmd {
+	case "update":
+		if len(rest) > 0 {
+			err = errors.New("update takes no arguments")
+			break
+		}
+		err = c.update()
+	case "add":
+		err = c.add(rest)
+	case "del":
+		err = c.del(rest)
+	case "info":
+		err = c.info(rest)
+	default:
+		fmt.Fprintf(stderr, "ERROR: unknown command %q\n", cmd)
+		fmt.Fprint(stderr, usage)
+		return 1
+	}
+	if err != nil {
+		for _, line := range strings.Split(strings.TrimRight(err.Error(), "\n"), "\n") {
+			fmt.Fprintf(stderr, "ERROR: %s\n", line)
+		}
+		return 1
+	}
+	if c.errors > 0 {
+		return 1
+	}
+	return 0
+}
+
+// parse splits options (allowed anywhere, as apk-tools does) from the
+// command and its arguments.
+func (c *cli) parse(args []string) (cmd string, rest []string, err error) {
+	o := &c.opts
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		value := func() (string, error) {
+			if k, v, ok := strings.Cut(a, "="); ok && strings.HasPrefix(k, "--") {
+				return v, nil
+			}
+			if i+1 >= len(args) {
+				return "", fmt.Errorf("option %s needs a value", a)
+			}
+			i++
+			return args[i], nil
+		}
+		name, _, _ := strings.Cut(a, "=")
+		switch {
+		case a == "--":
+			rest = append(rest, args[i+1:]...)
+			i = len(args)
+		case name == "--root" || a == "-p":
+			if o.root, err = value(); err != nil {
+				return "", nil, err
+			}
+		case name == "--arch":
+			if o.arch, err = value(); err != nil {
+				return "", nil, err
+			}
+		case name == "--repository" || a == "-X":
+			v, err := value()
+			if err != nil {
+				return "", nil, err
+			}
+			o.repos = append(o.repos, v)
+		case a == "--update-cache":
+			o.updateCache = true
+		case a == "--upgrade":
+			o.upgrade = true
+		case a == "--no-cache":
+			o.noCache = true
+		case a == "--quiet":
+			o.quiet = true
+		case a == "--verbose":
+			o.verbose = true
+		case a == "--version" || a == "-V":
+			return "version", nil, nil
+		case a == "--help" || a == "-h":
+			return "help", nil, nil
+		case len(a) > 1 && a[0] == '-' && a[1] != '-':
+			for _, f := range a[1:] { // bundled short flags, e.g. -Uu
+				switch f {
+				case 'U':
+					o.updateCache = true
+				case 'u':
+					o.upgrade = true
+				case 'q':
+					o.quiet = true
+				case 'v':
+					o.verbose = true
+				default:
+					return "", nil, fmt.Errorf("unknown option -%c", f)
+				}
+			}
+		case strings.HasPrefix(a, "--"):
+			return "", nil, fmt.Errorf("unknown option %s", a)
+		case cmd == "":
+			cmd = a
+		default:
+			rest = append(rest, a)
+		}
+	}
+	if cmd == "" {
+		return "help", nil, nil
+	}
+	return cmd, rest, nil
+}
+
+func (c *cli) printf(format string, args ...any) {
+	if !c.opts.quiet {
+		fmt.Fprintf(c.stdout, format, args...)
+	}
+}
+
+func (c *cli) warnf(format string, args ...any) {
+	fmt.Fprintf(c.stderr, "WARNING: "+format+"\n", args...)
+}
+
+// defaultArch is /etc/apk/arch in the root, else the machine's.
+func (c *cli) defaultArch() string {
+	if b, err := os.ReadFile(rootPath(c.opts.root, "etc/apk/arch")); err == nil {
+		if a := strings.TrimSpace(string(b)); a != "" {
+			return a
+		}
+	}
+	switch runtime.GOARCH {
+	case "amd64":
+		return "x86_64"
+	case "arm64":
+		return "aarch64"
+	case "386":
+		return "x86"
+	case "arm":
+		return "armv7"
+	default:
+		return runtime.GOARCH
+	}
+}
