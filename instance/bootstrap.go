@@ -389,7 +389,7 @@ func remove(ctx context.Context, c *ProtocolIncus, inst string) error {
 
 // Instances lists an installation's instances, by name.
 func Instances(ctx context.Context, c *ProtocolIncus, installation string) ([]Instance, error) {
-	list, err := c.GetInstancesWithFilter(ctx, InstanceTypeContainer, []string{LabelInstallation + "=" + installation})
+	list, err := c.GetInstancesWithFilter(ctx, InstanceTypeContainer, []string{"config." + LabelInstallation + "=" + installation})
 	if err != nil {
 		return nil, err
 	}

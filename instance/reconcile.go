@@ -60,7 +60,7 @@ func (r *Reconciler) Once(ctx context.Context) error {
 	}
 	for project := range projects {
 		c := r.Client.UseProject(project)
-		all, err := c.GetInstancesWithFilter(ctx, InstanceTypeContainer, []string{LabelManaged + "=" + managedBy})
+		all, err := c.GetInstancesWithFilter(ctx, InstanceTypeContainer, []string{"config." + LabelManaged + "=" + managedBy})
 		if err != nil {
 			return err
 		}

@@ -664,6 +664,8 @@ func (d *Incus) NewProject(t testing.TB) string {
 			var urls []string
 			json.Unmarshal(resp.Metadata, &urls)
 			for _, u := range urls {
+				// In a project the URLs end in "?project=<name>".
+				u, _, _ = strings.Cut(u, "?")
 				d.forceDelete(ctx, name, u[strings.LastIndex(u, "/")+1:])
 			}
 		}
