@@ -44,8 +44,12 @@ func incusConfig(t *testing.T, inc *testenv.Incus, project string, dataDir strin
 	return cfg
 }
 
-func newIncusSite(t *testing.T) *incusSite {
-	inc := testenv.StartIncus(t)
+func newIncusSite(t *testing.T, daemon ...func(testing.TB) *testenv.Incus) *incusSite {
+	startDaemon := testenv.StartIncus
+	if len(daemon) > 0 {
+		startDaemon = daemon[0]
+	}
+	inc := startDaemon(t)
 	project := inc.NewProject(t)
 	n := start(t, incusConfig(t, inc, project, ""))
 	c, err := instance.ConnectIncusUnix(context.Background(), inc.Socket, nil)
@@ -121,8 +125,13 @@ func mustSucceed(t *testing.T, n *node, op *operation.Operation) *operation.Oper
 // TestIncusMission is the whole mission on a real daemon: track main
 // (the container installs B), pin to A (a fresh container installs A, the
 // old one is gone), track main again (B), publish C (upgraded in place).
-func TestIncusMission(t *testing.T) {
-	s := newIncusSite(t)
+func TestIncusMission(t *testing.T) { mission(t, newIncusSite(t)) }
+
+// TestLXDMission runs the same on LXD 5.0 (no create-and-start, other
+// exec output paths): the client's dialect switch.
+func TestLXDMission(t *testing.T) { mission(t, newIncusSite(t, testenv.StartLXD)) }
+
+func mission(t *testing.T, s *incusSite) {
 	a, b, c := commitOf("A"), commitOf("B"), commitOf("C")
 	s.publish(t, a, "main", hello(t, s.key, "1.0-r0", "A"))
 	s.publish(t, b, "main", hello(t, s.key, "2.0-r0", "B"))
@@ -176,6 +185,16 @@ func TestIncusMission(t *testing.T) {
 	name, commit := s.only(t)
 	if name != tracking || commit != c || s.file(t, name, "/usr/share/hello/VERSION") != "C" {
 		t.Fatalf("upgrade in place: %s (was %s) runs %s, file %q", name, tracking, commit, s.file(t, name, "/usr/share/hello/VERSION"))
+	}
+
+	// Deleting the installation removes its instances.
+	var del operation.Operation
+	if err := s.api.JSON(context.Background(), http.MethodDelete, "/api/v1/installations/web", nil, &del); err != nil {
+		t.Fatal(err)
+	}
+	mustSucceed(t, s.node, &del)
+	if insts := s.instances(t); len(insts) != 0 {
+		t.Fatalf("after delete: %v", insts)
 	}
 }
 
