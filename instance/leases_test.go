@@ -2,8 +2,8 @@ package instance
 
 import (
 	"context"
-	"net/http"
 	"errors"
+	"net/http"
 	"net/netip"
 	"sync/atomic"
 	"testing"
