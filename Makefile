@@ -6,8 +6,12 @@ FUZZTIME ?= 15s
 
 .PHONY: test deps vet fuzz run build
 
+# The tests run with a private TMPDIR, removed afterwards: go-apk leaves
+# the packages it expands in the temporary directory.
 test: deps vet
-	$(GO) test -race -count=1 ./...
+	@tmp=$$(mktemp -d /tmp/uplink-test.XXXXXX); \
+	  TMPDIR=$$tmp $(GO) test -race -count=1 ./...; status=$$?; \
+	  rm -rf $$tmp; exit $$status
 	$(MAKE) fuzz
 
 deps:
