@@ -65,8 +65,9 @@ type Refs struct {
 	// an error, instead of paying a timeout on every request.
 	redisDownUntil atomic.Int64
 
-	lookups    *prometheus.CounterVec
-	redisFails prometheus.Counter
+	lookups             *prometheus.CounterVec
+	localHit, localMiss prometheus.Counter
+	redisFails          prometheus.Counter
 }
 
 type refKey struct {
@@ -119,6 +120,7 @@ func NewRefs(inner ref.Resolver, cfg RefsConfig) *Refs {
 			Help: "Redis calls that failed or timed out; the request went on to storage.",
 		}),
 	}
+	c.localHit, c.localMiss = c.lookups.WithLabelValues("local", "hit"), c.lookups.WithLabelValues("local", "miss")
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(c.lookups, c.redisFails)
 	}
@@ -136,14 +138,14 @@ func (c *Refs) Resolve(ctx context.Context, app artifact.App, name string) (ref.
 	e := c.entries[k]
 	if e != nil && (e.res.Immutable() || e.seq == c.validSeq(app) && now.Before(e.expires)) {
 		c.mu.Unlock()
-		c.lookups.WithLabelValues("local", "hit").Inc()
+		c.localHit.Inc()
 		if e.missing {
 			return ref.Resolution{}, &ref.NotFoundError{What: "ref " + name + " of " + app.String()}
 		}
 		return e.res, nil
 	}
 	c.mu.Unlock()
-	c.lookups.WithLabelValues("local", "miss").Inc()
+	c.localMiss.Inc()
 
 	v, err, _ := c.sf.Do(app.String()+"\x00"+name, func() (any, error) {
 		return c.load(context.WithoutCancel(ctx), k)

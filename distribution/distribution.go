@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -60,6 +61,7 @@ type Handler struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	bytes    *prometheus.CounterVec
+	series   sync.Map // requestLabels → prometheus.Counter
 }
 
 // New returns a Handler.
@@ -95,25 +97,38 @@ func (h *Handler) Register(e *echo.Echo) {
 	e.Any(Prefix+"*", h.Serve)
 }
 
+// Shared, never modified header values: assigning them costs no
+// allocation on the hot path.
+var (
+	hdrKeepAlive = []string{"keep-alive"}
+	hdrImmutable = []string{"public, max-age=31536000, immutable"}
+	hdrNoCache   = []string{"no-cache"}
+	hdrGzip      = []string{"application/gzip"}
+	hdrOctets    = []string{"application/octet-stream"}
+)
+
+var writers = sync.Pool{New: func() any { return new(responseWriter) }}
+
 // Serve answers one distribution request.
 func (h *Handler) Serve(c echo.Context) error {
 	start := time.Now()
-	rw := &responseWriter{ResponseWriter: c.Response().Writer}
-	fileKind, refKind := "invalid", "none"
+	rw := writers.Get().(*responseWriter)
+	*rw = responseWriter{ResponseWriter: c.Response().Writer}
+	fileKind, refKind := "invalid", ref.Kind("none")
 	defer func() {
 		status := rw.status
 		if status == 0 {
 			status = http.StatusOK
 		}
 		c.Response().Status, c.Response().Size, c.Response().Committed = status, rw.written, true
-		h.requests.WithLabelValues(fileKind, refKind, strconv.Itoa(status)).Inc()
-		h.duration.WithLabelValues(fileKind).Observe(time.Since(start).Seconds())
-		h.bytes.WithLabelValues(fileKind).Add(float64(rw.written))
+		h.observe(fileKind, refKind, status, rw.written, time.Since(start))
+		*rw = responseWriter{}
+		writers.Put(rw)
 	}()
 	r := c.Request()
 	if r.ProtoAtLeast(1, 1) && !r.Close {
 		// apk reuses a connection only when told so explicitly.
-		rw.Header().Set("Connection", "keep-alive")
+		rw.Header()["Connection"] = hdrKeepAlive
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		rw.Header().Set("Allow", "GET, HEAD")
@@ -149,21 +164,12 @@ func (h *Handler) Serve(c echo.Context) error {
 	}
 
 	ctx := r.Context()
-	app := req.Application()
-	res, err := h.cfg.Refs.Resolve(ctx, app, req.Ref)
+	res, err := h.cfg.Refs.Resolve(ctx, req.Application(), req.Ref)
 	if err != nil {
 		h.fail(rw, r, err, "unknown app or ref: "+req.Ref)
 		return nil
 	}
-	refKind = string(res.Kind)
-	hdr := rw.Header()
-	hdr.Set("X-Uplink-Commit", res.Commit)
-	if res.Immutable() {
-		hdr.Set("Cache-Control", "public, max-age=31536000, immutable")
-	} else {
-		hdr.Set("Cache-Control", "no-cache")
-	}
-
+	refKind = res.Kind
 	if fileKind == "index" {
 		h.serveIndex(rw, r, req, res)
 	} else {
@@ -172,11 +178,41 @@ func (h *Handler) Serve(c echo.Context) error {
 	return nil
 }
 
+func cacheControl(res ref.Resolution) []string {
+	if res.Immutable() {
+		return hdrImmutable
+	}
+	return hdrNoCache
+}
+
+// indexHeaders are an index response's headers for one resolution,
+// computed once and kept with the blob.
+type indexHeaders struct {
+	etag, length, commit, lastModified []string
+	modified                           time.Time
+}
+
+type indexHeadersKey struct {
+	commit   string
+	modified int64
+}
+
+func headersFor(blob *cache.Blob, res ref.Resolution) *indexHeaders {
+	k := indexHeadersKey{res.Commit, res.Modified.UnixNano()}
+	if v, ok := blob.Memo.Load(k); ok {
+		return v.(*indexHeaders)
+	}
+	ih := &indexHeaders{
+		etag: []string{blob.ETag}, length: []string{strconv.Itoa(len(blob.Data))}, commit: []string{res.Commit},
+		lastModified: []string{res.Modified.UTC().Format(http.TimeFormat)}, modified: res.Modified,
+	}
+	v, _ := blob.Memo.LoadOrStore(k, ih)
+	return v.(*indexHeaders)
+}
+
 func (h *Handler) serveIndex(w *responseWriter, r *http.Request, req Request, res ref.Resolution) {
-	key := artifact.Key(req.Application(), res.Commit, req.Arch, req.File)
-	blob, err := h.cfg.Indexes.Get(r.Context(), key, func(ctx context.Context) (*cache.Blob, error) {
-		return h.loadIndex(ctx, key)
-	})
+	key := cache.BlobKey{App: req.Application(), Commit: res.Commit, Arch: req.Arch, File: req.File}
+	blob, err := h.cfg.Indexes.Get(r.Context(), key)
 	if errors.Is(err, errTooLarge) {
 		h.servePackage(w, r, req, res)
 		return
@@ -185,33 +221,75 @@ func (h *Handler) serveIndex(w *responseWriter, r *http.Request, req Request, re
 		h.fail(w, r, err, "no "+req.Arch+" repository in commit "+res.Commit)
 		return
 	}
-	w.Header().Set("Content-Type", "application/gzip")
-	w.Header().Set("ETag", blob.ETag)
+	ih := headersFor(blob, res)
+	hdr := w.Header()
+	hdr["X-Uplink-Commit"] = ih.commit
+	hdr["Cache-Control"] = cacheControl(res)
+	hdr["Content-Type"] = hdrGzip
+	hdr["Etag"] = ih.etag
 	// Last-Modified is when the ref moved to this commit, never the file's
 	// time: apk compares it with when it downloaded its copy.
-	http.ServeContent(w, r, "", res.Modified, bytes.NewReader(blob.Data))
+	if !simple(r) {
+		http.ServeContent(w, r, "", res.Modified, bytes.NewReader(blob.Data))
+		return
+	}
+	hdr["Last-Modified"] = ih.lastModified
+	if notModified(r, ih.modified) {
+		delete(hdr, "Content-Type")
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	hdr["Content-Length"] = ih.length
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(blob.Data)
+	}
+}
+
+// simple reports a request that needs no more than If-Modified-Since,
+// which is all apk sends; anything else goes through http.ServeContent.
+func simple(r *http.Request) bool {
+	h := r.Header
+	return h["Range"] == nil && h["If-None-Match"] == nil && h["If-Match"] == nil &&
+		h["If-Unmodified-Since"] == nil && h["If-Range"] == nil
+}
+
+// notModified is http.ServeContent's If-Modified-Since rule.
+func notModified(r *http.Request, modified time.Time) bool {
+	ims := r.Header.Get("If-Modified-Since")
+	if ims == "" || modified.IsZero() || modified.Equal(time.Unix(0, 0)) {
+		return false
+	}
+	t, err := http.ParseTime(ims)
+	if err != nil {
+		return false
+	}
+	return !modified.Truncate(time.Second).After(t)
 }
 
 var errTooLarge = errors.New("index too large to hold in memory")
 
-func (h *Handler) loadIndex(ctx context.Context, key string) (*cache.Blob, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	obj, err := h.cfg.Storage.Open(ctx, key)
-	if err != nil {
-		return nil, err
+// LoadIndex reads an index into memory for the index cache.
+func LoadIndex(s storage.Getter) cache.Loader {
+	return func(ctx context.Context, key cache.BlobKey) (*cache.Blob, error) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		obj, err := s.Open(ctx, key.String())
+		if err != nil {
+			return nil, err
+		}
+		defer obj.Close()
+		info := obj.Info()
+		if info.Size > MaxIndexSize {
+			return nil, errTooLarge
+		}
+		data := make([]byte, info.Size)
+		if _, err := io.ReadFull(obj, data); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", key, err)
+		}
+		sum := sha256.Sum256(data)
+		return &cache.Blob{Data: data, ETag: `"` + hex.EncodeToString(sum[:16]) + `"`, ModTime: info.ModTime}, nil
 	}
-	defer obj.Close()
-	info := obj.Info()
-	if info.Size > MaxIndexSize {
-		return nil, errTooLarge
-	}
-	data := make([]byte, info.Size)
-	if _, err := io.ReadFull(obj, data); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", key, err)
-	}
-	sum := sha256.Sum256(data)
-	return &cache.Blob{Data: data, ETag: `"` + hex.EncodeToString(sum[:16]) + `"`, ModTime: info.ModTime}, nil
 }
 
 func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, res ref.Resolution) {
@@ -235,9 +313,10 @@ func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, 
 	defer obj.Close()
 	info := obj.Info()
 	hdr := w.Header()
-	hdr.Set("X-Uplink-Commit", commit)
-	hdr.Set("Content-Type", "application/octet-stream")
-	hdr.Set("ETag", strconv.Quote(commit[:12]+"-"+info.ETag))
+	hdr["X-Uplink-Commit"] = []string{commit}
+	hdr["Cache-Control"] = cacheControl(res)
+	hdr["Content-Type"] = hdrOctets
+	hdr["Etag"] = []string{strconv.Quote(commit[:12] + "-" + info.ETag)}
 	var content io.ReadSeeker = obj
 	if f, ok := obj.(interface{ File() *os.File }); ok {
 		content = f.File() // lets net/http use sendfile
@@ -336,3 +415,24 @@ func (w *responseWriter) ReadFrom(src io.Reader) (int64, error) {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type requestLabels struct {
+	file string
+	kind ref.Kind
+	code int
+}
+
+// observe records a request; the labelled series are looked up once and
+// kept, since WithLabelValues costs on every call.
+func (h *Handler) observe(file string, kind ref.Kind, code int, written int64, took time.Duration) {
+	k := requestLabels{file, kind, code}
+	c, ok := h.series.Load(k)
+	if !ok {
+		c, _ = h.series.LoadOrStore(k, h.requests.WithLabelValues(file, string(kind), strconv.Itoa(code)))
+	}
+	c.(prometheus.Counter).Inc()
+	h.duration.WithLabelValues(file).Observe(took.Seconds())
+	if written > 0 {
+		h.bytes.WithLabelValues(file).Add(float64(written))
+	}
+}

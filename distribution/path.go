@@ -39,22 +39,27 @@ func ParsePath(escaped string) (Request, error) {
 	if len(escaped) > MaxPathLength {
 		return Request{}, malformed("path too long")
 	}
-	segs := strings.Split(escaped, "/")
-	for _, s := range segs {
-		if s == "" {
+	// Split by hand into a fixed array: this runs on every request.
+	var parts [5]string
+	n := 0
+	for seg := range strings.SplitSeq(escaped, "/") {
+		if seg == "" {
 			return Request{}, malformed("empty path segment")
 		}
+		if n < len(parts) {
+			parts[n] = seg
+		}
+		n++
 	}
-	if len(segs) != 5 {
+	if n != len(parts) {
 		reason := "not found: the path is /distribution/<ref>/<org>/<app>/<arch>/<file>"
-		if len(segs) > 5 {
+		if n > len(parts) {
 			reason += " (a '/' in a branch name is sent as %2F)"
 		}
 		return Request{}, &PathError{Status: http.StatusNotFound, Reason: reason}
 	}
-	var parts [5]string
-	for i, s := range segs {
-		u, err := url.PathUnescape(s)
+	for i, seg := range parts {
+		u, err := url.PathUnescape(seg)
 		if err != nil {
 			return Request{}, malformed("bad percent-encoding in the path")
 		}

@@ -661,10 +661,13 @@ func TestAdminListings(t *testing.T) {
 	}
 }
 
-// TestAdminRequestID: every answer of both listeners carries an
-// X-Request-Id, a fresh one per request unless the client sent one.
+// TestAdminRequestID: every answer of the admin listener, and of the
+// distribution listener while it logs requests, carries an X-Request-Id,
+// a fresh one per request unless the client sent one.
 func TestAdminRequestID(t *testing.T) {
-	n := start(t, baseConfig(t))
+	cfg := baseConfig(t)
+	cfg.AccessLog = true
+	n := start(t, cfg)
 	base := admAdmin(n)
 	seen := map[string]bool{}
 	for _, r := range []admResult{

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // served only with --pprof, on the admin listener
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -67,6 +68,8 @@ type Config struct {
 
 	ShutdownTimeout time.Duration
 	AccessLog       bool
+	// Pprof serves /debug/pprof/ on the admin listener.
+	Pprof bool
 
 	// DistributionURL is how instances reach the distribution listener;
 	// it goes into their repository lines.
@@ -186,7 +189,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Redis: rc, Prefix: cfg.RedisPrefix, TTL: cfg.RefCacheTTL, RedisTTL: cfg.RedisTTL,
 		RedisTimeout: cfg.RedisTimeout, Logger: log, Registerer: reg,
 	})
-	indexes := cache.NewBlobs(cfg.IndexCacheSize, reg)
+	indexes := cache.NewBlobs(cfg.IndexCacheSize, distribution.LoadIndex(drv), reg)
 
 	installations := installation.New(installation.Config{
 		Storage: drv, Refs: s.refs, Resolver: s.cache, DistributionURL: cfg.DistributionURL, DefaultProject: cfg.IncusProject,
@@ -244,6 +247,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.admin.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	s.admin.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	s.admin.GET("/readyz", s.ready)
+	if cfg.Pprof {
+		s.admin.GET("/debug/pprof/*", echo.WrapHandler(http.DefaultServeMux))
+	}
 	return s, nil
 }
 
@@ -251,8 +257,9 @@ func newEcho(log *slog.Logger, accessLog bool) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = echo.ExtractIPDirect()
-	e.Use(middleware.RequestID())
 	if accessLog {
+		// Request ids are for correlating logs; without them they are cost.
+		e.Use(middleware.RequestID())
 		e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 			LogStatus: true, LogURI: true, LogMethod: true, LogLatency: true, LogRemoteIP: true,
 			LogRequestID: true, LogResponseSize: true, LogUserAgent: true, HandleError: true,

@@ -46,6 +46,7 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.Var(sizeFlag{&cfg.MaxUpload}, "max-upload-size", "largest artifact file accepted by upload")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight downloads may take to finish")
 	fs.BoolVar(&cfg.AccessLog, "access-log", true, "log every distribution request")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the admin listener")
 	fs.StringVar(&cfg.DistributionURL, "distribution-url", "", "how instances reach the distribution listener, for their repository lines (default http://<hostname>:<listen port>)")
 	fs.DurationVar(&cfg.OperationLease, "operation-lease", 15*time.Second, "how long a replica may go silent before another takes its operation over")
 	fs.DurationVar(&cfg.OperationScan, "operation-scan", 5*time.Second, "how often replicas look for operations nobody runs")
