@@ -1,10 +1,8 @@
 package apkcli
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
@@ -18,6 +16,8 @@ import (
 	"time"
 
 	"github.com/chainguard-dev/go-apk/pkg/apk"
+
+	"github.com/uplinkhq/uplink/internal/apkfile"
 )
 
 // repoIndex is one repository's verified index.
@@ -141,7 +141,7 @@ func (c *cli) index(repo string, keys map[string][]byte, fetch bool) (*repoIndex
 // apk-tools does (the key named by the signature entry, from
 // /etc/apk/keys only) and parses it.
 func (c *cli) verifyIndex(repo string, raw []byte, keys map[string][]byte) (*repoIndex, error) {
-	name := firstEntry(raw)
+	name := apkfile.FirstEntry(raw)
 	keyName, ok := strings.CutPrefix(name, ".SIGN.RSA.")
 	if !ok {
 		return nil, fmt.Errorf("UNTRUSTED signature (no .SIGN.RSA. entry, first entry %q)", name)
@@ -171,20 +171,6 @@ func (c *cli) verifyIndex(repo string, raw []byte, keys map[string][]byte) (*rep
 		return nil, fmt.Errorf("bad index: %w", err)
 	}
 	return &repoIndex{url: repo, description: parsed.Description, packages: parsed.Packages}, nil
-}
-
-// firstEntry returns the name of the first tar entry in a gzip stream.
-func firstEntry(b []byte) string {
-	zr, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
-		return ""
-	}
-	zr.Multistream(false)
-	h, err := tar.NewReader(zr).Next()
-	if err != nil {
-		return ""
-	}
-	return h.Name
 }
 
 // httpClient follows redirects like libfetch: 301/302/303 only, at most 5.

@@ -2,14 +2,11 @@ package apkcli
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"crypto/rand"
 	"crypto/sha1"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +22,8 @@ import (
 	"time"
 
 	"github.com/chainguard-dev/go-apk/pkg/apk"
+
+	"github.com/uplinkhq/uplink/internal/apkfile"
 )
 
 // installedURI marks the resolver's pseudo-repository of installed packages.
@@ -110,7 +109,7 @@ func (c *cli) add(constraints []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %v", u, err)
 		}
-		if err := verifyPackage(data, s.pkg.Package); err != nil {
+		if err := apkfile.Verify(data, s.pkg.Package.ChecksumString()); err != nil {
 			return fmt.Errorf("%s: %v", u, err)
 		}
 		s.data = data
@@ -196,107 +195,6 @@ func compareVersions(a, b string) (int, error) {
 	return apk.CompareVersions(va, vb), nil
 }
 
-// verifyPackage does the checks apk-tools does and go-apk does not: the
-// control member must hash to the signed index's C: and the data member
-// to the control's datahash.
-func verifyPackage(data []byte, pkg *apk.Package) error {
-	members, err := gzipMembers(data)
-	if err != nil {
-		return fmt.Errorf("package integrity: %w", err)
-	}
-	i := controlMember(members)
-	if len(members) < i+2 {
-		return fmt.Errorf("package integrity: %d gzip members", len(members))
-	}
-	sum := sha1.Sum(members[i])
-	if got := "Q1" + base64.StdEncoding.EncodeToString(sum[:]); got != pkg.ChecksumString() {
-		return fmt.Errorf("BAD signature: control member is %s, index C: is %s", got, pkg.ChecksumString())
-	}
-	info, _, err := readControl(members[i])
-	if err != nil {
-		return fmt.Errorf("package integrity: %w", err)
-	}
-	want := info["datahash"]
-	if len(want) != 1 {
-		return errors.New("package integrity: .PKGINFO has no datahash")
-	}
-	if got := sha256.Sum256(bytes.Join(members[i+1:], nil)); hex.EncodeToString(got[:]) != want[0] {
-		return fmt.Errorf("package integrity: data hash %x, .PKGINFO datahash %s", got, want[0])
-	}
-	return nil
-}
-
-// controlMember returns the index of the control member: 1 after a
-// signature member, else 0.
-func controlMember(members [][]byte) int {
-	if len(members) > 0 && strings.HasPrefix(firstEntry(members[0]), ".SIGN.") {
-		return 1
-	}
-	return 0
-}
-
-// gzipMembers splits b into its raw gzip members. A bytes.Reader is an
-// io.ByteReader, so the gzip reader does not read past a member's end.
-func gzipMembers(b []byte) ([][]byte, error) {
-	br := bytes.NewReader(b)
-	var zr gzip.Reader
-	var members [][]byte
-	for br.Len() > 0 {
-		start := len(b) - br.Len()
-		if err := zr.Reset(br); err != nil {
-			return members, err
-		}
-		zr.Multistream(false)
-		if _, err := io.Copy(io.Discard, &zr); err != nil {
-			return members, err
-		}
-		members = append(members, b[start:len(b)-br.Len()])
-	}
-	return members, nil
-}
-
-// readControl returns the .PKGINFO fields (key -> values) and the
-// package scripts (".post-install" -> body) of a control member.
-func readControl(member []byte) (map[string][]string, map[string][]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(member))
-	if err != nil {
-		return nil, nil, err
-	}
-	zr.Multistream(false)
-	tr := tar.NewReader(zr)
-	var info map[string][]string
-	scripts := map[string][]byte{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			return nil, nil, err
-		}
-		switch {
-		case h.Name == ".PKGINFO":
-			info = map[string][]string{}
-			s := bufio.NewScanner(bytes.NewReader(b))
-			for s.Scan() {
-				if k, v, ok := strings.Cut(s.Text(), " = "); ok && !strings.HasPrefix(k, "#") {
-					info[k] = append(info[k], v)
-				}
-			}
-		case strings.HasPrefix(h.Name, ".") && !strings.Contains(h.Name, "/"):
-			scripts[strings.TrimPrefix(h.Name, ".")] = b
-		}
-	}
-	if info == nil {
-		return nil, nil, errors.New("no .PKGINFO")
-	}
-	return info, scripts, nil
-}
-
 // packageFromInfo builds the installed-database view of a package.
 func packageFromInfo(info map[string][]string, control []byte, size int) *apk.Package {
 	one := func(k string) string {
@@ -325,12 +223,12 @@ func packageFromInfo(info map[string][]string, control []byte, size int) *apk.Pa
 
 // installPackage installs (or, with old, upgrades to) a verified package.
 func (c *cli) installPackage(d *db, data []byte, old *installedPkg) error {
-	members, err := gzipMembers(data)
+	members, err := apkfile.Members(data)
 	if err != nil {
 		return err
 	}
-	i := controlMember(members)
-	info, scripts, err := readControl(members[i])
+	i := apkfile.ControlMember(members)
+	info, scripts, err := apkfile.ReadControl(members[i])
 	if err != nil {
 		return err
 	}

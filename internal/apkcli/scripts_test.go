@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/uplinkhq/uplink/internal/apkfile"
 	"github.com/uplinkhq/uplink/internal/apktest"
 	"github.com/uplinkhq/uplink/internal/incusimage"
 )
@@ -22,7 +23,7 @@ import (
 func withScripts(t *testing.T, key apktest.Key, p apktest.Package, scripts map[string]string) apktest.BuiltPackage {
 	t.Helper()
 	b := apktest.BuildPackage(t, key, p)
-	members, err := gzipMembers(b.APK)
+	members, err := apkfile.Members(b.APK)
 	if err != nil || len(members) != 3 {
 		t.Fatalf("apktest package: %d members, %v", len(members), err)
 	}

@@ -21,6 +21,8 @@ import (
 	"testing"
 
 	"github.com/chainguard-dev/go-apk/pkg/apk"
+
+	"github.com/uplinkhq/uplink/internal/apkfile"
 )
 
 const prefix = "/distribution/main/org/app"
@@ -297,7 +299,7 @@ func TestFormat(t *testing.T) {
 
 	// Deterministic apart from the signature member.
 	again := BuildPackage(t, key, hello("1.0-r0"))
-	members, err := gzipMembers(b.APK)
+	members, err := apkfile.Members(b.APK)
 	if err != nil || len(members) != 3 {
 		t.Fatalf("package: %d members, %v", len(members), err)
 	}
@@ -355,7 +357,7 @@ func TestFormat(t *testing.T) {
 
 	// Index: signature over the whole index member; text parsed by go-apk.
 	idx := BuildIndex(t, key, []BuiltPackage{b, lib}, "test repo")
-	imembers, err := gzipMembers(idx)
+	imembers, err := apkfile.Members(idx)
 	if err != nil || len(imembers) != 2 {
 		t.Fatalf("index: %d members, %v", len(imembers), err)
 	}

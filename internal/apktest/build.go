@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -22,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/uplinkhq/uplink/internal/apkfile"
 )
 
 // DefaultArch is used for packages without an Arch and by Install.
@@ -208,7 +209,7 @@ func WriteDir(t testing.TB, dir string, files map[string][]byte) {
 // the result is still a valid archive and only the signature check can
 // catch it. It panics if index is not a two-member gzip stream.
 func Tamper(index []byte) []byte {
-	members, err := gzipMembers(index)
+	members, err := apkfile.Members(index)
 	if err != nil || len(members) != 2 {
 		panic(fmt.Sprintf("apktest: Tamper: not a signed index (%d members, %v)", len(members), err))
 	}
@@ -329,24 +330,4 @@ func gzipBytes(b []byte) []byte {
 	zw.Write(b) // writes to a bytes.Buffer cannot fail
 	zw.Close()
 	return buf.Bytes()
-}
-
-// gzipMembers splits b into its raw gzip members. A bytes.Reader is an
-// io.ByteReader, so the gzip reader does not read past a member's end.
-func gzipMembers(b []byte) ([][]byte, error) {
-	br := bytes.NewReader(b)
-	var zr gzip.Reader
-	var members [][]byte
-	for br.Len() > 0 {
-		start := len(b) - br.Len()
-		if err := zr.Reset(br); err != nil {
-			return members, err
-		}
-		zr.Multistream(false)
-		if _, err := io.Copy(io.Discard, &zr); err != nil {
-			return members, err
-		}
-		members = append(members, b[start:len(b)-br.Len()])
-	}
-	return members, nil
 }

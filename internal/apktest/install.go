@@ -1,15 +1,8 @@
 package apktest
 
 import (
-	"archive/tar"
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
-	"crypto/sha1"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +17,8 @@ import (
 	"github.com/chainguard-dev/clog"
 	"github.com/chainguard-dev/go-apk/pkg/apk"
 	apkfs "github.com/chainguard-dev/go-apk/pkg/fs"
+
+	"github.com/uplinkhq/uplink/internal/apkfile"
 )
 
 // Index is a repository index downloaded at one moment and verified by
@@ -85,7 +80,7 @@ func FetchIndex(ctx context.Context, repoURL string, key Key, arch string) (*Ind
 	}
 	// go-apk tries every trusted key whatever name the signature carries;
 	// apk-tools opens only /etc/apk/keys/<that name>.
-	if name := firstEntry(raw); name != ".SIGN.RSA."+key.Name {
+	if name := apkfile.FirstEntry(raw); name != ".SIGN.RSA."+key.Name {
 		return nil, fmt.Errorf("apktest: index %s: UNTRUSTED signature: entry %q, trusted key %s", u, name, key.Name)
 	}
 	parsed, err := apk.IndexFromArchive(io.NopCloser(bytes.NewReader(raw)))
@@ -266,79 +261,11 @@ func (v *verifier) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := verifyPackage(body, pkg); err != nil {
+	if err := apkfile.Verify(body, pkg.ChecksumString()); err != nil {
 		return nil, fmt.Errorf("apktest: %w", err) // the client adds the URL
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	return resp, nil
-}
-
-func verifyPackage(apkBytes []byte, pkg *apk.Package) error {
-	members, err := gzipMembers(apkBytes)
-	if err != nil {
-		return fmt.Errorf("package integrity: %w", err)
-	}
-	i := 0 // control member; a leading signature member is optional
-	if len(members) > 0 && strings.HasPrefix(firstEntry(members[0]), ".SIGN.") {
-		i = 1
-	}
-	if len(members) < i+2 {
-		return fmt.Errorf("package integrity: %d gzip members", len(members))
-	}
-	sum := sha1.Sum(members[i])
-	if got := "Q1" + base64.StdEncoding.EncodeToString(sum[:]); got != pkg.ChecksumString() {
-		return fmt.Errorf("BAD signature: control member is %s, index C: is %s", got, pkg.ChecksumString())
-	}
-	want, err := dataHash(members[i])
-	if err != nil {
-		return fmt.Errorf("package integrity: %w", err)
-	}
-	offset := 0
-	for _, m := range members[:i+1] {
-		offset += len(m)
-	}
-	if got := sha256.Sum256(apkBytes[offset:]); hex.EncodeToString(got[:]) != want {
-		return fmt.Errorf("package integrity: data hash %x, .PKGINFO datahash %s", got, want)
-	}
-	return nil
-}
-
-// firstEntry returns the name of the first tar entry in a gzip stream.
-func firstEntry(member []byte) string {
-	zr, err := gzip.NewReader(bytes.NewReader(member))
-	if err != nil {
-		return ""
-	}
-	h, err := tar.NewReader(zr).Next()
-	if err != nil {
-		return ""
-	}
-	return h.Name
-}
-
-// dataHash returns the datahash value of the .PKGINFO in a control member.
-func dataHash(control []byte) (string, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(control))
-	if err != nil {
-		return "", err
-	}
-	tr := tar.NewReader(zr)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			return "", fmt.Errorf("no .PKGINFO: %w", err)
-		}
-		if h.Name != ".PKGINFO" {
-			continue
-		}
-		s := bufio.NewScanner(tr)
-		for s.Scan() {
-			if k, v, ok := strings.Cut(s.Text(), " = "); ok && k == "datahash" {
-				return v, nil
-			}
-		}
-		return "", errors.New(".PKGINFO has no datahash")
-	}
 }
 
 func get(ctx context.Context, client *http.Client, u string) ([]byte, error) {
