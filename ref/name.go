@@ -30,7 +30,7 @@ func ValidName(what, s string) error {
 	case strings.Contains(s, ".."), strings.Contains(s, "@{"):
 		return bad("contains '..' or '@{'")
 	}
-	for _, part := range strings.Split(s, "/") {
+	for part := range strings.SplitSeq(s, "/") {
 		if part == "" {
 			return bad("has an empty path component")
 		}
