@@ -28,9 +28,11 @@ import (
 // MaxJSONBody bounds every JSON request body.
 const MaxJSONBody = 1 << 20
 
-// Invalidator drops cached pointers of an app after they move.
+// Invalidator drops cached pointers of an app after they move, and
+// primes the caches with the new values of the refs that moved.
 type Invalidator interface {
 	Invalidate(ctx context.Context, app artifact.App)
+	Prime(ctx context.Context, app artifact.App, refs ...string)
 }
 
 // Config wires the API.
@@ -209,6 +211,9 @@ func (a *API) publish(c echo.Context) error {
 	}
 	if err != nil {
 		return err
+	}
+	if a.cfg.Cache != nil {
+		a.cfg.Cache.Prime(ctx, app, append([]string{req.Branch}, req.Tags...)...)
 	}
 	a.log.Info("published", "app", app.String(), "commit", build.Commit, "branch", req.Branch, "tags", req.Tags)
 	if req.Branch != "" && a.cfg.Installations != nil {

@@ -360,3 +360,30 @@ func (c *Refs) Ping(ctx context.Context) error {
 	}
 	return c.cfg.Redis.Ping(ctx).Err()
 }
+
+// Prime reads names of app from storage into memory and Redis under the
+// current generation. A publish primes the refs it moved, right after
+// invalidating them: every replica's first request after a publish then
+// finds the pointer in Redis instead of reading storage. It is safe to
+// race with other publishes: a pointer stored under a generation is never
+// older than that generation's invalidation.
+func (c *Refs) Prime(ctx context.Context, app artifact.App, names ...string) {
+	ctx = context.WithoutCancel(ctx)
+	for _, name := range names {
+		k := refKey{app, name}
+		c.mu.Lock()
+		seq := c.validSeq(app)
+		c.mu.Unlock()
+		gen, genOK := c.redisGen(ctx, app)
+		lctx, cancel := context.WithTimeout(ctx, c.cfg.LoadTimeout)
+		res, err := c.inner.Resolve(lctx, app, name)
+		cancel()
+		if err != nil {
+			continue
+		}
+		c.store(k, seq, res, false)
+		if genOK {
+			c.redisSet(ctx, k, gen, res)
+		}
+	}
+}

@@ -64,16 +64,25 @@ func TestRedisHitMissAndInvalidation(t *testing.T) {
 	a, b := commitOf("A"), commitOf("B")
 	n1.publish(t, a, "main", hello(t, key, "1.0-r0", "A"))
 
-	// Miss everywhere: n2 reads storage and fills Redis.
+	// The publish primed Redis with main's new pointer: n2's first lookup
+	// is answered there, without reading storage.
 	if got := commitAt(t, n2, "main"); got != a {
 		t.Fatalf("n2: %s", got)
 	}
-	if metric(t, n2, `uplink_ref_lookups_total{layer="redis",result="miss"}`) < 1 ||
-		metric(t, n2, `uplink_ref_lookups_total{layer="storage",result="hit"}`) != 1 {
-		t.Fatal("n2's first lookup should miss Redis and read storage once")
+	if metric(t, n2, `uplink_ref_lookups_total{layer="redis",result="hit"}`) != 1 ||
+		metric(t, n2, `uplink_ref_lookups_total{layer="storage",result="hit"}`) != 0 {
+		t.Fatal("n2's first lookup of main should be answered by Redis, primed by the publish")
 	}
-	// n3 has never seen the ref: Redis answers, storage is not asked.
-	if got := commitAt(t, n3, "main"); got != a {
+	// A ref nobody primed (an abbreviation) misses everywhere: n2 reads
+	// storage and fills Redis; n3 then finds it there.
+	if got := commitAt(t, n2, a[:9]); got != a {
+		t.Fatalf("n2: %s", got)
+	}
+	if metric(t, n2, `uplink_ref_lookups_total{layer="redis",result="miss"}`) != 1 ||
+		metric(t, n2, `uplink_ref_lookups_total{layer="storage",result="hit"}`) != 1 {
+		t.Fatal("n2's first lookup of an abbreviation should miss Redis and read storage once")
+	}
+	if got := commitAt(t, n3, a[:9]); got != a {
 		t.Fatalf("n3: %s", got)
 	}
 	if metric(t, n3, `uplink_ref_lookups_total{layer="redis",result="hit"}`) != 1 ||

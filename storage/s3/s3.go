@@ -56,6 +56,7 @@ const defaultPartSize = 16 << 20
 // use.
 type Driver struct {
 	client *minio.Client
+	core   minio.Core // the same client, for raw object bodies
 	// cas sends conditional puts, never retried: if a retry's first
 	// attempt had succeeded unseen, the retry would fail its own condition
 	// and report ErrConditionFailed for a write that happened.
@@ -117,7 +118,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3: %w", err)
 	}
-	return &Driver{client: client, cas: cas, bucket: cfg.Bucket, region: cfg.Region, prefix: prefix, partSize: defaultPartSize}, nil
+	return &Driver{client: client, core: minio.Core{Client: client}, cas: cas, bucket: cfg.Bucket, region: cfg.Region, prefix: prefix, partSize: defaultPartSize}, nil
 }
 
 // EnsureBucket creates the bucket if it does not exist.
@@ -143,14 +144,16 @@ func (d *Driver) EnsureBucket(ctx context.Context) error {
 // offset, so Seek costs nothing and a Range read fetches only its bytes.
 // Every GET carries If-Match with the ETag seen by Open: if the key is
 // overwritten meanwhile, reads fail with storage.ErrConditionFailed rather
-// than mixing two versions. Reads use the context given to Open.
+// than mixing two versions. Reads use the context given to Open. The body
+// is read straight from the HTTP response (minio.Core), not through
+// minio.Object, whose per-Read goroutine hand-off costs a core at speed.
 type Object struct {
 	d    *Driver
 	ctx  context.Context
 	info storage.Info
 	off  int64
 
-	body    *minio.Object // nil, or a stream positioned at bodyOff
+	body    io.ReadCloser // nil, or a stream positioned at bodyOff
 	bodyOff int64
 }
 
@@ -167,32 +170,9 @@ func (o *Object) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	if o.body == nil || o.bodyOff != o.off {
-		o.closeBody()
-		opts := minio.GetObjectOptions{}
-		if err := opts.SetMatchETag(o.info.ETag); err != nil {
+		if err := o.open(); err != nil {
 			return 0, err
 		}
-		if o.off > 0 {
-			if err := opts.SetRange(o.off, 0); err != nil {
-				return 0, err
-			}
-		}
-		body, err := o.d.client.GetObject(o.ctx, o.d.bucket, o.d.prefix+o.info.Key, opts)
-		if err != nil {
-			return 0, o.d.readErr(o.info.Key, err)
-		}
-		// Not every server honours If-Match on GET (versitygw's posix
-		// backend may not): check the version that answered, too.
-		st, err := body.Stat()
-		if err != nil {
-			body.Close()
-			return 0, o.d.readErr(o.info.Key, err)
-		}
-		if strings.Trim(st.ETag, `"`) != o.info.ETag || o.off == 0 && st.Size != o.info.Size {
-			body.Close()
-			return 0, fmt.Errorf("%w: %s changed since Open", storage.ErrConditionFailed, o.info.Key)
-		}
-		o.body, o.bodyOff = body, o.off
 	}
 	n, err := o.body.Read(p)
 	o.off += int64(n)
@@ -201,11 +181,39 @@ func (o *Object) Read(p []byte) (int, error) {
 		o.closeBody()
 		return n, o.d.readErr(o.info.Key, err)
 	}
-	if err == io.EOF && o.off < o.info.Size {
+	if err == io.EOF {
 		o.closeBody()
-		return n, fmt.Errorf("s3: read %s: %w", o.info.Key, io.ErrUnexpectedEOF)
+		if o.off < o.info.Size {
+			return n, fmt.Errorf("s3: read %s: %w", o.info.Key, io.ErrUnexpectedEOF)
+		}
 	}
 	return n, err
+}
+
+// open starts a GET from the current offset.
+func (o *Object) open() error {
+	o.closeBody()
+	opts := minio.GetObjectOptions{}
+	if err := opts.SetMatchETag(o.info.ETag); err != nil {
+		return err
+	}
+	if o.off > 0 {
+		if err := opts.SetRange(o.off, 0); err != nil {
+			return err
+		}
+	}
+	body, st, _, err := o.d.core.GetObject(o.ctx, o.d.bucket, o.d.prefix+o.info.Key, opts)
+	if err != nil {
+		return o.d.readErr(o.info.Key, err)
+	}
+	// Not every server honours If-Match on GET (versitygw's posix backend
+	// may not): check the version that answered, too.
+	if strings.Trim(st.ETag, `"`) != o.info.ETag || o.off == 0 && st.Size != o.info.Size {
+		body.Close()
+		return fmt.Errorf("%w: %s changed since Open", storage.ErrConditionFailed, o.info.Key)
+	}
+	o.body, o.bodyOff = body, o.off
+	return nil
 }
 
 // Seek only moves the offset; the next Read fetches from there.
