@@ -4,7 +4,7 @@
 GO ?= go
 FUZZTIME ?= 15s
 
-.PHONY: test deps vet fuzz run build
+.PHONY: test deps vet fuzz run build bench
 
 # The tests run with a private TMPDIR, removed afterwards: go-apk leaves
 # the packages it expands in the temporary directory.
@@ -30,3 +30,9 @@ run:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/uplink ./cmd/uplink
+
+# Side by side with nginx and versitygw under wrk; writes BENCHMARKS.md.
+# QUICK=1 runs a smaller version. Not part of `make test`.
+bench:
+	./scripts/install-bench-deps.sh
+	$(GO) run ./bench $(if $(QUICK),-quick)

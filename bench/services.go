@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/uplinkhq/uplink/storage/s3"
+)
+
+const (
+	s3Access = "uplinkbench"
+	s3Secret = "uplinkbench-secret-key"
+	s3Region = "us-east-1"
+	s3Bucket = "bench"       // the one-app data set, readable anonymously
+	s3Large  = "bench-large" // the scale data set
+)
+
+func (b *bench) startRedis(ctx context.Context) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	dir := b.mkdir("redis")
+	args := []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}
+	if _, err := b.procs.start(ctx, "redis", b.tmp, b.tools.redis, args, func() error { return ping(addr) }); err != nil {
+		return err
+	}
+	b.redisURL = "redis://" + addr + "/0"
+	return nil
+}
+
+// ping speaks just enough RESP to check that Redis serves commands.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "+PONG\r\n" {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}
+
+// startS3 starts versitygw (the command line of internal/testenv) and
+// creates the bucket, readable anonymously so that wrk can GET objects
+// straight from it.
+func (b *bench) startS3(ctx context.Context) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	args := []string{
+		"--access", s3Access, "--secret", s3Secret, "--region", s3Region,
+		"--port", addr, "--keep-alive", "--quiet", "posix", b.mkdir("s3"),
+	}
+	ready := httpReady("http://"+addr+"/", func(resp *http.Response) error {
+		if resp.Header.Get("X-Amz-Request-Id") == "" {
+			return fmt.Errorf("not an S3 answer: %s", resp.Status)
+		}
+		return nil
+	})
+	if b.s3, err = b.procs.start(ctx, "versitygw", b.tmp, b.tools.versitygw, args, ready); err != nil {
+		return err
+	}
+	b.s3Endpoint = addr
+	return makeBuckets(ctx, addr)
+}
+
+func makeBuckets(ctx context.Context, endpoint string) error {
+	c, err := minio.New(endpoint, &minio.Options{
+		Creds:        credentials.NewStaticV4(s3Access, s3Secret, ""),
+		Region:       s3Region,
+		BucketLookup: minio.BucketLookupPath,
+	})
+	if err != nil {
+		return err
+	}
+	for _, bucket := range []string{s3Bucket, s3Large} {
+		if err := c.MakeBucket(ctx, bucket, minio.MakeBucketOptions{Region: s3Region}); err != nil {
+			return fmt.Errorf("create bucket %s: %w", bucket, err)
+		}
+	}
+	policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*",` +
+		`"Action":["s3:GetObject"],"Resource":["arn:aws:s3:::` + s3Bucket + `/*"]}]}`
+	if err := c.SetBucketPolicy(ctx, s3Bucket, policy); err != nil {
+		return fmt.Errorf("public-read bucket policy: %w", err)
+	}
+	return nil
+}
+
+func (b *bench) s3Config(bucket string) s3.Config {
+	return s3.Config{
+		Endpoint: b.s3Endpoint, Bucket: bucket, Region: s3Region,
+		AccessKey: s3Access, SecretKey: s3Secret, PathStyle: true,
+	}
+}
+
+const nginxConf = `worker_processes auto;
+worker_rlimit_nofile 65536;
+user root;
+pid %[1]s/nginx.pid;
+error_log %[1]s/nginx-error.log warn;
+events {
+	worker_connections 8192;
+	multi_accept on;
+}
+http {
+	access_log off;
+	sendfile on;
+	tcp_nopush on;
+	tcp_nodelay on;
+	keepalive_timeout 65s;
+	keepalive_requests 1000000;
+	open_file_cache max=10000 inactive=60s;
+	open_file_cache_valid 60s;
+	open_file_cache_errors on;
+	default_type application/octet-stream;
+	client_body_temp_path %[1]s/body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+	server {
+		listen %[2]s;
+		root %[3]s;
+	}
+}
+`
+
+// startNginx serves root (uplink's filesystem storage directory) the way
+// an operator would serve static files.
+func (b *bench) startNginx(ctx context.Context, root string) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	dir := b.mkdir("nginx")
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, addr, root), 0o644); err != nil {
+		return err
+	}
+	args := []string{"-p", dir, "-c", conf, "-e", filepath.Join(dir, "nginx-error.log"), "-g", "daemon off;"}
+	if b.nginx, err = b.procs.start(ctx, "nginx", b.tmp, b.tools.nginx, args, httpReady("http://"+addr+"/", anyAnswer)); err != nil {
+		return err
+	}
+	b.nginxURL = "http://" + addr
+	return nil
+}
+
+// uplink is one running uplink serve.
+type uplink struct {
+	*proc
+	url   string // distribution listener
+	admin string // admin listener
+}
+
+// store is where an uplink keeps artifacts and refs.
+type store struct {
+	dir    string // the data dir: the filesystem store under it, or only S3's upload spool
+	bucket string // empty for the filesystem driver
+}
+
+// startUplink starts uplink on st; each start gets its own Redis prefix,
+// so nothing is cached.
+func (b *bench) startUplink(ctx context.Context, name string, st store, extra ...string) (*uplink, error) {
+	dist, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	adm, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{
+		"serve", "--listen", dist, "--admin-listen", adm, "--admin-token", b.token,
+		"--data-dir", st.dir, "--access-log=false", "--log-level", "warn",
+	}
+	if st.bucket != "" {
+		args = append(args, b.s3Args(st.bucket)...)
+	}
+	if b.pprof {
+		args = append(args, "--pprof")
+	}
+	args = append(args, extra...)
+	u := &uplink{url: "http://" + dist, admin: "http://" + adm}
+	u.proc, err = b.procs.start(ctx, name, b.tmp, b.tools.uplink, args, httpReady(u.admin+"/readyz", statusOK))
+	return u, err
+}
+
+func (b *bench) s3Args(bucket string) []string {
+	b.starts++
+	return []string{
+		"--storage", "s3", "--s3-endpoint", b.s3Endpoint, "--s3-bucket", bucket, "--s3-region", s3Region,
+		"--s3-access-key", s3Access, "--s3-secret-key", s3Secret, "--s3-path-style", "--s3-tls=false",
+		"--redis", b.redisURL, "--redis-prefix", fmt.Sprintf("bench%d:", b.starts),
+	}
+}
+
+// get fetches url with the admin token.
+func (b *bench) get(ctx context.Context, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return resp, nil
+}
+
+// storageReads sums uplink_storage_requests_total for the read ops.
+func (b *bench) storageReads(ctx context.Context, u *uplink) (int, error) {
+	resp, err := b.get(ctx, u.admin+"/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sum, found := 0.0, false
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "uplink_storage_requests_total{") || !isReadOp(line) {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
+			return 0, fmt.Errorf("metrics line %q: %w", line, err)
+		}
+		sum, found = sum+v, true
+	}
+	if !found {
+		return 0, errors.New("no uplink_storage_requests_total in /metrics")
+	}
+	return int(sum), sc.Err()
+}
+
+func isReadOp(line string) bool {
+	for _, op := range []string{`op="open"`, `op="stat"`, `op="list"`} {
+		if strings.Contains(line, op) {
+			return true
+		}
+	}
+	return false
+}
+
+// peakRSS is the process's high-water resident set (VmHWM), in MiB.
+func peakRSS(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb float64
+			if _, err := fmt.Sscan(rest, &kb); err != nil {
+				return 0, err
+			}
+			return kb / 1024, nil
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc/pid/status")
+}
