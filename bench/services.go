@@ -10,11 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/uplinkhq/uplink/internal/testenv"
 	"github.com/uplinkhq/uplink/storage/s3"
 )
 
@@ -34,31 +34,10 @@ func (b *bench) startRedis(ctx context.Context) error {
 	_, port, _ := net.SplitHostPort(addr)
 	dir := b.mkdir("redis")
 	args := []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}
-	if _, err := b.procs.start(ctx, "redis", b.tmp, b.tools.redis, args, func() error { return ping(addr) }); err != nil {
+	if _, err := b.procs.start(ctx, "redis", b.tmp, b.tools.redis, args, func() error { return testenv.PingRedis(addr) }); err != nil {
 		return err
 	}
 	b.redisURL = "redis://" + addr + "/0"
-	return nil
-}
-
-// ping speaks just enough RESP to check that Redis serves commands.
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if line != "+PONG\r\n" {
-		return fmt.Errorf("PING answered %q", line)
-	}
 	return nil
 }
 

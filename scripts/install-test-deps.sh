@@ -5,8 +5,8 @@
 # installed), plus busybox-static for the test container image.
 # Idempotent; run as root by `make test` (and so by CI) on Debian 12.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-VERSITYGW_VERSION=v1.8.0
 # Everything that is not installed system-wide lives here; the Go test
 # helpers (internal/testenv, internal/incusimage) look here too.
 UPLINK_TEST_ROOT=${UPLINK_TEST_ROOT:-/opt/uplink-test}
@@ -23,41 +23,8 @@ DEBIAN_PKGS=(
   attr ca-certificates iproute2 rsync squashfs-tools uidmap xz-utils
 )
 
-export DEBIAN_FRONTEND=noninteractive
-apt_updated=
-apt_update() {
-  if [ -z "$apt_updated" ]; then
-    apt-get update -qq
-    apt_updated=1
-  fi
-}
-
-missing=()
-for p in "${DEBIAN_PKGS[@]}"; do
-  if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
-    missing+=("$p")
-  fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing from Debian's packages: ${missing[*]}"
-  apt_update
-  # Packaged services (redis-server, lxcfs, lxd) must not start: the tests
-  # start their own. Without systemd, invoke-rc.d would run init scripts,
-  # so deny that for the duration of the install unless a policy exists.
-  policy=
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod 755 /usr/sbin/policy-rc.d
-    policy=1
-  fi
-  status=0
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
-  [ -z "$policy" ] || rm -f /usr/sbin/policy-rc.d
-  [ "$status" -eq 0 ] || exit "$status"
-  for svc in redis-server lxd lxd.socket lxcfs; do
-    systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
-  done
-fi
+# Packaged services (redis-server, lxcfs, lxd) must not start.
+install_debian_packages "redis-server lxd lxd.socket lxcfs" "${DEBIAN_PKGS[@]}"
 
 # busybox-static for the container image, unpacked (not installed: it
 # conflicts with Debian's dynamic busybox package).
@@ -108,12 +75,7 @@ EOF
   rm -rf "$tmp"
 fi
 
-gobin=$(go env GOBIN)
-[ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
-if [ ! -x "$gobin/versitygw" ]; then
-  echo "installing versitygw $VERSITYGW_VERSION"
-  GOFLAGS=-buildvcs=false go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
-fi
+install_versitygw
 
 redis-server --version
 echo "versitygw: $gobin/versitygw"

@@ -156,7 +156,7 @@ func (r *Redis) Start() {
 		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir,
 	}
-	r.proc = start(r.t, "redis-server", r.bin, args, r.dir, func() error { return ping(r.Addr) })
+	r.proc = start(r.t, "redis-server", r.bin, args, r.dir, func() error { return PingRedis(r.Addr) })
 }
 
 // Stop kills the server (as a crash would) and waits until it is gone.
@@ -169,8 +169,9 @@ func (r *Redis) Stop() {
 	}
 }
 
-// ping speaks just enough RESP to check that Redis serves commands.
-func ping(addr string) error {
+// PingRedis speaks just enough RESP to check that Redis at addr serves
+// commands.
+func PingRedis(addr string) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err

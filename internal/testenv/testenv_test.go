@@ -24,15 +24,15 @@ func TestFreePort(t *testing.T) {
 
 func TestRedisStopStart(t *testing.T) {
 	r := StartRedis(t)
-	if err := ping(r.Addr); err != nil {
+	if err := PingRedis(r.Addr); err != nil {
 		t.Fatalf("PING after StartRedis: %v", err)
 	}
 	r.Stop()
-	if err := ping(r.Addr); err == nil {
+	if err := PingRedis(r.Addr); err == nil {
 		t.Fatal("PING answered after Stop")
 	}
 	r.Start()
-	if err := ping(r.Addr); err != nil {
+	if err := PingRedis(r.Addr); err != nil {
 		t.Fatalf("PING after restart: %v", err)
 	}
 }
