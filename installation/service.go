@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
 	"reflect"
 	"slices"
@@ -82,54 +81,29 @@ func archiveKey(name string, seq int64) string {
 func notFound(name string) error { return &ref.NotFoundError{What: "installation " + name} }
 
 func (s *Service) load(ctx context.Context, name string) (*Record, string, error) {
-	for range 5 {
-		obj, err := s.d.Open(ctx, recordKey(name))
-		if err != nil {
-			return nil, "", err
-		}
-		var r Record
-		err = json.NewDecoder(obj).Decode(&r)
-		obj.Close()
-		if errors.Is(err, storage.ErrConditionFailed) {
-			continue // overwritten while we read: read again
-		}
-		if err != nil {
-			return nil, "", fmt.Errorf("decoding installation %s: %w", name, err)
-		}
-		return &r, obj.Info().ETag, nil
+	var r Record
+	etag, err := storage.ReadJSON(ctx, s.d, recordKey(name), &r)
+	if err != nil {
+		return nil, "", err
 	}
-	return nil, "", fmt.Errorf("installation %s: changing too fast to read", name)
+	return &r, etag, nil
 }
 
 // update applies fn to the record by compare-and-swap, retrying when
 // another writer got there first. exists is false for a new record.
 func (s *Service) update(ctx context.Context, name string, fn func(r *Record, exists bool) error) (*Record, error) {
-	for attempt := 0; ; attempt++ {
-		r, etag, err := s.load(ctx, name)
-		exists := err == nil
-		if err != nil && !storage.IsNotFound(err) {
-			return nil, err
-		}
+	var out *Record
+	err := storage.UpdateJSON(ctx, s.d, recordKey(name), func(r *Record, exists bool) (bool, error) {
 		if !exists {
-			r = &Record{Name: name}
+			*r = Record{Name: name}
 		}
 		if err := fn(r, exists); err != nil {
-			return nil, err
+			return false, err
 		}
-		b, err := json.Marshal(r)
-		if err != nil {
-			return nil, err
-		}
-		_, err = s.d.Put(ctx, recordKey(name), bytes.NewReader(b), int64(len(b)), storage.Condition{IfAbsent: !exists, IfMatch: etag})
-		if !errors.Is(err, storage.ErrConditionFailed) {
-			return r, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Duration(1+rand.IntN(1<<min(attempt, 6))) * time.Millisecond):
-		}
-	}
+		out = r
+		return true, nil
+	})
+	return out, err
 }
 
 func (r *Record) active() *operation.Operation {

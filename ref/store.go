@@ -4,13 +4,10 @@
 package ref
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strings"
@@ -146,66 +143,12 @@ func journalKey(app artifact.App, b Build) string {
 
 func appMarkerKey(app artifact.App) string { return "meta/apps/" + app.Org + "/" + app.Name }
 
-// getJSON reads one JSON object. A read that overlapped a write (the
-// driver reports the object changed under it) is retried.
-func (s *Store) getJSON(ctx context.Context, key string, v any) (etag string, err error) {
-	for range 5 {
-		if etag, err = s.readJSON(ctx, key, v); !errors.Is(err, storage.ErrConditionFailed) {
-			break
-		}
-	}
-	return etag, err
-}
-
-func (s *Store) readJSON(ctx context.Context, key string, v any) (string, error) {
-	obj, err := s.d.Open(ctx, key)
-	if err != nil {
-		return "", err
-	}
-	defer obj.Close()
-	if err := json.NewDecoder(obj).Decode(v); err != nil {
-		return "", fmt.Errorf("decoding %s: %w", key, err)
-	}
-	return obj.Info().ETag, nil
+func (s *Store) getJSON(ctx context.Context, key string, v any) (string, error) {
+	return storage.ReadJSON(ctx, s.d, key, v)
 }
 
 func (s *Store) putJSON(ctx context.Context, key string, v any, cond storage.Condition) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = s.d.Put(ctx, key, bytes.NewReader(b), int64(len(b)), cond)
-	return err
-}
-
-// update runs a compare-and-swap loop on one JSON object: fn sees the
-// current value (exists=false when missing) and returns whether to write.
-func update[T any](ctx context.Context, s *Store, key string, fn func(cur *T, exists bool) (bool, error)) error {
-	for attempt := 0; ; attempt++ {
-		var cur T
-		etag, err := s.getJSON(ctx, key, &cur)
-		exists := err == nil
-		switch {
-		case err == nil, storage.IsNotFound(err):
-			write, err := fn(&cur, exists)
-			if err != nil || !write {
-				return err
-			}
-			err = s.putJSON(ctx, key, &cur, storage.Condition{IfAbsent: !exists, IfMatch: etag})
-			if !errors.Is(err, storage.ErrConditionFailed) {
-				return err
-			}
-		case !errors.Is(err, storage.ErrConditionFailed): // changed while we read it: retry
-			return err
-		}
-		// Lost the race: back off a little, with jitter, and re-read.
-		d := time.Duration(1+rand.IntN(1<<min(attempt, 6))) * time.Millisecond
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(d):
-		}
-	}
+	return storage.WriteJSON(ctx, s.d, key, v, cond)
 }
 
 // moveTime is when a pointer moves: rounded up to the next whole second,
@@ -276,7 +219,7 @@ func (s *Store) Publish(ctx context.Context, app artifact.App, req PublishReques
 	build := Build{Commit: commit, Branch: req.Branch, Archs: archs, Message: req.Message, Author: req.Author, PublishedAt: s.now().UTC()}
 	// A build is recorded once; publishing it again (another branch, new
 	// tags) keeps the first record.
-	err = update(ctx, s, buildKey(app, commit), func(cur *Build, exists bool) (bool, error) {
+	err = storage.UpdateJSON(ctx, s.d, buildKey(app, commit), func(cur *Build, exists bool) (bool, error) {
 		if exists {
 			build = *cur
 			return false, nil
@@ -299,7 +242,7 @@ func (s *Store) Publish(ctx context.Context, app artifact.App, req PublishReques
 	}
 
 	if req.Branch != "" {
-		err := update(ctx, s, branchKey(app, req.Branch), func(cur *Branch, _ bool) (bool, error) {
+		err := storage.UpdateJSON(ctx, s.d, branchKey(app, req.Branch), func(cur *Branch, _ bool) (bool, error) {
 			if cur.Commit == commit {
 				return false, nil
 			}
@@ -313,7 +256,7 @@ func (s *Store) Publish(ctx context.Context, app artifact.App, req PublishReques
 		}
 	}
 	for _, name := range req.Tags {
-		err := update(ctx, s, tagKey(app, name), func(cur *Tag, _ bool) (bool, error) {
+		err := storage.UpdateJSON(ctx, s.d, tagKey(app, name), func(cur *Tag, _ bool) (bool, error) {
 			if cur.Commit == commit {
 				return false, nil
 			}
