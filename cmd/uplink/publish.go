@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -74,16 +73,12 @@ func publish(args []string) int {
 	fs.Var(listFlag{&req.Tags}, "tag", "tags to move to the commit (comma-separated or repeated)")
 	fs.StringVar(&req.Message, "message", "", "commit message")
 	fs.StringVar(&req.Author, "author", "", "commit author")
-	pos, err := parse(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		return fail(os.Stderr, err)
+	pos, code, ok := parseCommand(fs, args, os.Stdout, os.Stderr)
+	if !ok {
+		return code
 	}
 	if len(pos) != 1 {
-		fs.Usage()
-		return 2
+		return usageError(fs, os.Stderr, fmt.Sprintf("want one argument, got %d", len(pos)))
 	}
 	if _, err := artifact.ParseApp(app); err != nil {
 		return fail(os.Stderr, fmt.Errorf("--app: %w", err))
@@ -168,16 +163,12 @@ func builds(args []string) int {
 	cf.register(fs)
 	fs.StringVar(&branch, "branch", "", "only this branch's history")
 	fs.IntVar(&limit, "limit", 20, "at most this many builds")
-	pos, err := parse(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		return fail(os.Stderr, err)
+	pos, code, ok := parseCommand(fs, args, os.Stdout, os.Stderr)
+	if !ok {
+		return code
 	}
 	if len(pos) != 1 {
-		fs.Usage()
-		return 2
+		return usageError(fs, os.Stderr, fmt.Sprintf("want one argument, got %d", len(pos)))
 	}
 	c, err := cf.client()
 	if err != nil {
@@ -197,7 +188,7 @@ func builds(args []string) int {
 	fmt.Fprintln(tw, "COMMIT\tBRANCH\tTAGS\tARCHS\tPUBLISHED\tMESSAGE")
 	for _, b := range list {
 		msg, _, _ := strings.Cut(b.Message, "\n")
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.Commit[:12], b.Branch, strings.Join(b.Tags, ","),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", short(b.Commit), b.Branch, strings.Join(b.Tags, ","),
 			strings.Join(b.Archs, ","), b.PublishedAt.Local().Format(time.DateTime), msg)
 	}
 	tw.Flush()
