@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 )
 
 // IndexEntry is one package listed in an APKINDEX.
@@ -15,6 +16,11 @@ type IndexEntry struct {
 	Name    string
 	Version string
 	Arch    string
+	// Checksum is the C: field: "Q1" + base64(SHA-1 of the package's
+	// control member), what apk checks a downloaded package against.
+	Checksum string
+	// Size is the S: field, the size of the .apk file; -1 when absent.
+	Size int64
 }
 
 // Filename is the package's file name in the repository.
@@ -48,12 +54,12 @@ func ReadIndex(r io.Reader) ([]IndexEntry, error) {
 
 func parseIndexText(r io.Reader) ([]IndexEntry, error) {
 	var out []IndexEntry
-	var cur IndexEntry
+	cur := IndexEntry{Size: -1}
 	flush := func() {
 		if cur.Name != "" {
 			out = append(out, cur)
 		}
-		cur = IndexEntry{}
+		cur = IndexEntry{Size: -1}
 	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20) // provides lines can be long
@@ -74,6 +80,14 @@ func parseIndexText(r io.Reader) ([]IndexEntry, error) {
 			cur.Version = v
 		case 'A':
 			cur.Arch = v
+		case 'C':
+			cur.Checksum = v
+		case 'S':
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("index: package %s: bad S: %q", cur.Name, v)
+			}
+			cur.Size = n
 		}
 	}
 	if err := sc.Err(); err != nil {

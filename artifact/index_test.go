@@ -18,7 +18,11 @@ func TestReadIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []artifact.IndexEntry{{"hello", "1.0-r0", "x86_64"}, {"libhello", "2.1-r3", "noarch"}}
+	hello, lib := files["x86_64/hello-1.0-r0.apk"], files["noarch/libhello-2.1-r3.apk"]
+	want := []artifact.IndexEntry{
+		{Name: "hello", Version: "1.0-r0", Arch: "x86_64", Checksum: controlChecksum(t, hello), Size: int64(len(hello))},
+		{Name: "libhello", Version: "2.1-r3", Arch: "noarch", Checksum: controlChecksum(t, lib), Size: int64(len(lib))},
+	}
 	if len(got) != len(want) {
 		t.Fatalf("got %+v", got)
 	}
