@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -49,7 +50,11 @@ type Config struct {
 	// Authorize, when set, decides per app whether a client may fetch
 	// (e.g. only instances leased an address in the app's Incus project).
 	// It returns ErrForbidden to refuse; any other error answers 503.
-	Authorize  func(ctx context.Context, app artifact.App, client netip.Addr) error
+	Authorize func(ctx context.Context, app artifact.App, client netip.Addr) error
+	// Clients, when set, remembers which commit's index each client got
+	// through a branch, and packages asked for through the branch come
+	// from that commit first.
+	Clients    *ClientIndexes
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -172,9 +177,9 @@ func (h *Handler) Serve(c echo.Context) error {
 	}
 	refKind = res.Kind
 	if fileKind == "index" {
-		h.serveIndex(rw, r, req, res)
+		h.serveIndex(rw, r, req, res, addr)
 	} else {
-		h.servePackage(rw, r, req, res)
+		h.servePackage(rw, r, req, res, h.clientCommit(ctx, addr, req, res))
 	}
 	return nil
 }
@@ -211,11 +216,13 @@ func headersFor(blob *cache.Blob, res ref.Resolution) *indexHeaders {
 	return v.(*indexHeaders)
 }
 
-func (h *Handler) serveIndex(w *responseWriter, r *http.Request, req Request, res ref.Resolution) {
+func (h *Handler) serveIndex(w *responseWriter, r *http.Request, req Request, res ref.Resolution, client netip.Addr) {
 	key := cache.BlobKey{App: req.Application(), Commit: res.Commit, Arch: req.Arch, File: req.File}
 	blob, err := h.cfg.Indexes.Get(r.Context(), key)
 	if errors.Is(err, errTooLarge) {
-		h.servePackage(w, r, req, res)
+		if h.servePackage(w, r, req, res, "") == res.Commit {
+			h.received(r, req, res, client, w.status)
+		}
 		return
 	}
 	if err != nil {
@@ -232,19 +239,58 @@ func (h *Handler) serveIndex(w *responseWriter, r *http.Request, req Request, re
 	// time: apk compares it with when it downloaded its copy.
 	if !simple(r) {
 		http.ServeContent(w, r, "", res.Modified, bytes.NewReader(blob.Data))
+		h.received(r, req, res, client, w.status)
 		return
 	}
 	hdr["Last-Modified"] = ih.lastModified
+	// Recorded before answering: the client's next request, for a package,
+	// may reach another replica right after.
 	if notModified(r, ih.modified) {
+		h.received(r, req, res, client, http.StatusNotModified)
 		delete(hdr, "Content-Type")
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
 	hdr["Content-Length"] = ih.length
+	h.received(r, req, res, client, http.StatusOK)
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		w.Write(blob.Data)
 	}
+}
+
+// received records the commit of an index a client got through a branch:
+// a 200, or a 304, which leaves the client with its copy of the branch's
+// current commit since a branch's move times strictly increase. A HEAD
+// gives the client no index.
+func (h *Handler) received(r *http.Request, req Request, res ref.Resolution, client netip.Addr, status int) {
+	if h.cfg.Clients == nil || res.Kind != ref.KindBranch || r.Method != http.MethodGet ||
+		(status != http.StatusOK && status != http.StatusNotModified) {
+		return
+	}
+	h.cfg.Clients.Received(r.Context(), client, req.Application(), req.Ref, res.Commit)
+}
+
+// clientCommit is the commit a package asked for through a branch is
+// served from first: the one whose index the client last received through
+// the branch, when that is not the current commit and is still within the
+// branch's fallback window (so a published build of this app's branch).
+func (h *Handler) clientCommit(ctx context.Context, client netip.Addr, req Request, res ref.Resolution) string {
+	c := h.cfg.Clients
+	// Without earlier commits, or when the branch moved longer ago than
+	// any client remembers, the current commit is every client's.
+	if c == nil || res.Kind != ref.KindBranch || len(res.Fallback) == 0 || time.Since(res.Modified) > c.Horizon() {
+		return ""
+	}
+	commit := c.Commit(ctx, client, req.Application(), req.Ref)
+	if commit == "" || commit == res.Commit {
+		return ""
+	}
+	if !slices.Contains(res.Fallback, commit) {
+		c.hitOutOfRange.Inc()
+		return ""
+	}
+	return commit
 }
 
 // simple reports a request that needs no more than If-Modified-Since,
@@ -293,23 +339,43 @@ func LoadIndex(s storage.Getter) cache.Loader {
 	}
 }
 
-func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, res ref.Resolution) {
+// servePackage answers a file from first (when not empty, see
+// clientCommit), else from the current commit, else from the newest
+// earlier commit of the branch that has it. It returns the commit that
+// answered, "" if none did.
+func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, res ref.Resolution, first string) string {
 	ctx := r.Context()
 	app := req.Application()
-	commit := res.Commit
-	obj, err := h.cfg.Storage.Open(ctx, artifact.Key(app, commit, req.Arch, req.File))
+	var obj storage.Object
+	var err error
+	commit := first
+	if first != "" {
+		obj, err = h.cfg.Storage.Open(ctx, artifact.Key(app, first, req.Arch, req.File))
+		if err == nil {
+			h.cfg.Clients.hitServed.Inc()
+		} else if storage.IsNotFound(err) {
+			h.cfg.Clients.hitMissing.Inc()
+		}
+	}
+	if first == "" || storage.IsNotFound(err) {
+		commit = res.Commit
+		obj, err = h.cfg.Storage.Open(ctx, artifact.Key(app, commit, req.Arch, req.File))
+	}
 	// The branch moved between the client's index and this request: the
 	// package is still in an earlier commit of the branch.
 	for _, c := range res.Fallback {
 		if !storage.IsNotFound(err) {
 			break
 		}
+		if c == first {
+			continue
+		}
 		commit = c
 		obj, err = h.cfg.Storage.Open(ctx, artifact.Key(app, commit, req.Arch, req.File))
 	}
 	if err != nil {
 		h.fail(w, r, err, "no "+req.Arch+"/"+req.File+" in commit "+res.Commit)
-		return
+		return ""
 	}
 	defer obj.Close()
 	info := obj.Info()
@@ -320,11 +386,11 @@ func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, 
 	hdr["Etag"] = []string{strconv.Quote(commit[:12] + "-" + info.ETag)}
 	if f, ok := obj.(interface{ File() *os.File }); ok {
 		http.ServeContent(w, r, "", info.ModTime, f.File()) // net/http uses sendfile
-		return
+		return commit
 	}
 	if !simple(r) {
 		http.ServeContent(w, r, "", info.ModTime, obj)
-		return
+		return commit
 	}
 	// A remote object: copied with a larger buffer than io.Copy's, which
 	// halves the read and write system calls per package.
@@ -333,16 +399,17 @@ func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, 
 	if notModified(r, info.ModTime) {
 		delete(hdr, "Content-Type")
 		w.WriteHeader(http.StatusNotModified)
-		return
+		return commit
 	}
 	hdr["Content-Length"] = []string{strconv.FormatInt(info.Size, 10)}
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
-		return
+		return commit
 	}
 	buf := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(buf)
 	io.CopyBuffer(writerOnly{w}, readerOnly{obj}, *buf)
+	return commit
 }
 
 // CopyBuffer is the buffer size of package copies from remote storage:
