@@ -58,6 +58,9 @@ type Config struct {
 	RedisTimeout time.Duration
 	RedisTTL     time.Duration
 	RefCacheTTL  time.Duration
+	// ClientIndexTTL is how long the commit of the index a client got
+	// through a branch is remembered, to serve its packages from it.
+	ClientIndexTTL time.Duration
 
 	IndexCacheSize int64
 	Retention      int
@@ -230,8 +233,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 
 	s.dist = newEcho(log, cfg.AccessLog)
+	clients := distribution.NewClientIndexes(distribution.ClientIndexConfig{
+		Redis: rc, Prefix: cfg.RedisPrefix, TTL: cfg.ClientIndexTTL, RedisTimeout: cfg.RedisTimeout,
+		RefStaleness: cfg.RefCacheTTL, Logger: log, Registerer: reg,
+	})
 	distribution.New(distribution.Config{
-		Storage: drv, Refs: s.cache, Indexes: indexes, Allow: cfg.AllowCIDR, Authorize: authorize, Logger: log, Registerer: reg,
+		Storage: drv, Refs: s.cache, Indexes: indexes, Allow: cfg.AllowCIDR, Authorize: authorize, Clients: clients,
+		Logger: log, Registerer: reg,
 	}).Register(s.dist)
 	s.dist.RouteNotFound("/*", func(c echo.Context) error {
 		return c.String(http.StatusNotFound, "not found: repositories are under /distribution/\n")

@@ -39,6 +39,7 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", 100*time.Millisecond, "bound on each Redis call; past it requests go to storage")
 	fs.DurationVar(&cfg.RedisTTL, "redis-ttl", time.Minute, "how long a ref pointer lives in Redis")
 	fs.DurationVar(&cfg.RefCacheTTL, "ref-cache-ttl", 5*time.Second, "how long a replica trusts a ref pointer in memory without hearing of a publish")
+	fs.DurationVar(&cfg.ClientIndexTTL, "client-index-ttl", 5*time.Hour, "how long packages a client asks for through a branch come from the commit whose index it last got there (keep above apk's 4h index cache)")
 	fs.Var(sizeFlag{&cfg.IndexCacheSize}, "index-cache-size", "memory for indexes of published commits (e.g. 256MiB)")
 	fs.IntVar(&cfg.Retention, "retention", 20, "commits of a branch that a package request through the branch may fall back to")
 	fs.Var(cidrFlag{&cfg.AllowCIDR}, "allow-cidr", "comma-separated prefixes allowed to fetch from /distribution (default: everyone)")
@@ -115,7 +116,8 @@ func validate(cfg *server.Config, logLevel, logFormat string) error {
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"--redis-timeout", cfg.RedisTimeout}, {"--redis-ttl", cfg.RedisTTL}, {"--ref-cache-ttl", cfg.RefCacheTTL}, {"--shutdown-timeout", cfg.ShutdownTimeout}} {
+	}{{"--redis-timeout", cfg.RedisTimeout}, {"--redis-ttl", cfg.RedisTTL}, {"--ref-cache-ttl", cfg.RefCacheTTL},
+		{"--client-index-ttl", cfg.ClientIndexTTL}, {"--shutdown-timeout", cfg.ShutdownTimeout}} {
 		if d.v <= 0 {
 			bad("%s must be positive", d.flag)
 		}
