@@ -17,11 +17,13 @@ type Instances struct {
 	Project  string   `json:"project"`
 }
 
-// Spec is what an operator declares.
+// Spec is what an operator declares. In a record and a view, Channel is
+// what the instances run: it moves when a change-channel operation
+// succeeds, and is unset until the first one did.
 type Spec struct {
 	App           string            `json:"app"`
 	Package       string            `json:"package"`
-	Channel       operation.Channel `json:"channel"`
+	Channel       operation.Channel `json:"channel,omitzero"`
 	Instances     Instances         `json:"instances"`
 	PublicKey     string            `json:"public_key"`
 	KeyName       string            `json:"key_name"`
@@ -54,12 +56,29 @@ type Record struct {
 	Operations []*operation.Operation `json:"operations"`
 	// Seq numbers the operations: their ids are "<name>.<seq>".
 	Seq int64 `json:"seq"`
-	// PendingUpgrade is a commit published to the tracked branch while
-	// another operation ran; an upgrade to it follows.
-	PendingUpgrade string `json:"pending_upgrade,omitempty"`
+	// Commit is the commit the instances run: the target of the newest
+	// succeeded change-channel or upgrade.
+	Commit string `json:"commit,omitempty"`
+	// LastAttempt is the change that failed since the last success.
+	LastAttempt *Attempt `json:"last_attempt,omitempty"`
+	// PendingUpgrades holds, by branch, a commit published while an
+	// operation ran, to the branch the instances track or the one a
+	// running change moves them to (so at most two). When the operation
+	// ends, the one for the branch they then track is applied; the rest
+	// are dropped.
+	PendingUpgrades map[string]string `json:"pending_upgrades,omitempty"`
 	// DeletedAt marks a deleted installation, kept so its operations
 	// stay readable.
 	DeletedAt *time.Time `json:"deleted_at,omitempty"`
+}
+
+// Attempt is a change of an installation's instances that has not
+// succeeded (yet): the one running, or the last one that failed.
+type Attempt struct {
+	Channel   operation.Channel `json:"channel"`
+	Commit    string            `json:"commit"`
+	Operation string            `json:"operation"`
+	Error     string            `json:"error,omitempty"`
 }
 
 // Instance is an instance as observed by the instance backend.
@@ -79,4 +98,8 @@ type View struct {
 	LastOperation  *operation.Operation `json:"last_operation"`
 	CreatedAt      time.Time            `json:"created_at"`
 	UpdatedAt      time.Time            `json:"updated_at"`
+	// Pending is the change that runs now; LastAttempt the one that
+	// failed since the last success.
+	Pending     *Attempt `json:"pending,omitempty"`
+	LastAttempt *Attempt `json:"last_attempt,omitempty"`
 }

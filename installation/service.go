@@ -177,12 +177,26 @@ func (s *Service) resolve(ctx context.Context, app artifact.App, c operation.Cha
 	return operation.Endpoint{Channel: operation.Channel{Commit: commit}, Resolved: commit}, nil
 }
 
-// endpoint is where r is now.
+// endpoint is where r's channel points now: for a tracked branch, its
+// head, which the instances may not run yet.
 func (s *Service) endpoint(ctx context.Context, r *Record) *operation.Endpoint {
 	if r.Spec.Channel.IsZero() {
 		return nil
 	}
 	return &operation.Endpoint{Channel: r.Spec.Channel, Resolved: s.resolvedCommit(ctx, r)}
+}
+
+// running is what r's instances run: nil until a change-channel
+// operation succeeded.
+func (s *Service) running(ctx context.Context, r *Record) *operation.Endpoint {
+	if r.Spec.Channel.IsZero() {
+		return nil
+	}
+	c := s.lastCommit(r)
+	if c == "" {
+		c = s.resolvedCommit(ctx, r)
+	}
+	return &operation.Endpoint{Channel: r.Spec.Channel, Resolved: c}
 }
 
 func (s *Service) resolvedCommit(ctx context.Context, r *Record) string {
@@ -206,10 +220,19 @@ func (s *Service) RepositoryURL(spec Spec, c operation.Channel) string {
 }
 
 func (s *Service) view(ctx context.Context, r *Record) View {
-	v := View{Name: r.Name, Spec: r.Spec, ResolvedCommit: s.resolvedCommit(ctx, r), CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
-		RepositoryURL: s.RepositoryURL(r.Spec, r.Spec.Channel), Observed: []Instance{}}
+	v := View{Name: r.Name, Spec: r.Spec, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Observed: []Instance{}}
+	if cur := s.running(ctx, r); cur != nil {
+		v.ResolvedCommit, v.RepositoryURL = cur.Resolved, s.RepositoryURL(r.Spec, cur.Channel)
+	}
 	if len(r.Operations) > 0 {
 		v.LastOperation = public(r.Operations[0])
+	}
+	if a := r.active(); a != nil && a.To != nil {
+		v.Pending = &Attempt{Channel: a.To.Channel, Commit: a.To.Resolved, Operation: a.ID}
+	}
+	if r.LastAttempt != nil {
+		la := *r.LastAttempt
+		v.LastAttempt = &la
 	}
 	if s.cfg.Observe != nil {
 		v.Observed = s.cfg.Observe(ctx, r.Name, r.Spec.Instances.Project)
@@ -255,24 +278,35 @@ func (s *Service) Put(ctx context.Context, name string, spec Spec) (View, *opera
 		now := time.Now().UTC()
 		created, op = !exists || r.deleted(), nil
 		if created {
-			r.CreatedAt, r.DeletedAt, r.History, r.PendingUpgrade = now, nil, nil, ""
-			r.Spec.Channel = operation.Channel{}
+			r.CreatedAt, r.DeletedAt, r.History, r.PendingUpgrades = now, nil, nil, nil
+			r.Spec.Channel, r.Commit, r.LastAttempt = operation.Channel{}, "", nil
 		}
-		if !created && reflect.DeepEqual(r.Spec, spec) {
-			return nil
+		// The record keeps the channel the instances run; the one asked
+		// for replaces it when the change succeeds (Update). Asking again
+		// for the channel a running change moves to is no new change;
+		// asking again after it failed retries it.
+		next := spec
+		next.Channel = r.Spec.Channel
+		target := r.Spec.Channel
+		a := r.active()
+		if a != nil && a.Kind == operation.KindChangeChannel && a.To != nil {
+			target = a.To.Channel
 		}
-		if r.Spec.Channel != spec.Channel {
-			if a := r.active(); a != nil {
+		switch {
+		case target != spec.Channel:
+			if a != nil {
 				return &BusyError{Running: a.ID}
 			}
 			if err := s.archive(ctx, r); err != nil {
 				return err
 			}
-			from := s.endpoint(ctx, r)
+			from := s.running(ctx, r)
 			op = r.newOp(operation.KindChangeChannel, from, &to, now)
 			r.History = slices.Insert(r.History, 0, HistoryEntry{From: chanOf(from), To: to.Channel, Commit: to.Resolved, At: now, Operation: op.ID, Result: op.State})
+		case !created && reflect.DeepEqual(r.Spec, next):
+			return nil
 		}
-		r.Spec, r.UpdatedAt = spec, now
+		r.Spec, r.UpdatedAt = next, now
 		return nil
 	})
 	if err != nil {
@@ -326,13 +360,11 @@ func (s *Service) SetChannel(ctx context.Context, name string, c operation.Chann
 			return err
 		}
 		now := time.Now().UTC()
-		from := s.endpoint(ctx, r)
+		// The channel moves only when the operation succeeds (Update).
+		from := s.running(ctx, r)
 		op = r.newOp(operation.KindChangeChannel, from, &to, now)
 		r.History = slices.Insert(r.History, 0, HistoryEntry{From: chanOf(from), To: to.Channel, Commit: to.Resolved, At: now, Operation: op.ID, Result: op.State})
-		r.Spec.Channel, r.UpdatedAt = to.Channel, now
-		if to.Channel.Branch == "" {
-			r.PendingUpgrade = "" // pinned: publishes leave it alone
-		}
+		r.UpdatedAt = now
 		return nil
 	})
 	if err != nil {
@@ -525,8 +557,23 @@ func (s *Service) Operations(ctx context.Context, name string) ([]*operation.Ope
 	return out, nil
 }
 
+// follows reports whether a publish to branch concerns r: its instances
+// track branch, or a running change moves them to it. A branch that was
+// only the target of a failed change is not followed.
+func (r *Record) follows(app, branch string) bool {
+	if r.deleted() || r.Spec.App != app {
+		return false
+	}
+	if r.Spec.Channel.Branch == branch {
+		return true
+	}
+	a := r.active()
+	return a != nil && a.Kind == operation.KindChangeChannel && a.To != nil && a.To.Branch == branch
+}
+
 // OnPublish starts an upgrade of every installation that tracks branch
-// of app; one busy with another operation gets it when that ends.
+// of app. One busy with another operation holds the commit until that
+// ends (Update), and gets it if it then tracks branch.
 func (s *Service) OnPublish(ctx context.Context, app artifact.App, branch, commit string) error {
 	rs, err := s.records(ctx)
 	if err != nil {
@@ -534,17 +581,20 @@ func (s *Service) OnPublish(ctx context.Context, app artifact.App, branch, commi
 	}
 	var errs []error
 	for _, rec := range rs {
-		if rec.deleted() || rec.Spec.App != app.String() || rec.Spec.Channel.Branch != branch {
+		if !rec.follows(app.String(), branch) {
 			continue
 		}
 		var op *operation.Operation
 		_, err := s.update(ctx, rec.Name, func(r *Record, exists bool) error {
 			op = nil
-			if !exists || r.deleted() || r.Spec.App != app.String() || r.Spec.Channel.Branch != branch {
+			if !exists || !r.follows(app.String(), branch) {
 				return nil
 			}
 			if r.active() != nil {
-				r.PendingUpgrade = commit
+				if r.PendingUpgrades == nil {
+					r.PendingUpgrades = map[string]string{}
+				}
+				r.PendingUpgrades[branch] = commit
 				return nil
 			}
 			if err := s.archive(ctx, r); err != nil {
@@ -559,17 +609,24 @@ func (s *Service) OnPublish(ctx context.Context, app artifact.App, branch, commi
 	return errors.Join(errs...)
 }
 
+// upgradeOp records an upgrade of r's instances, on the branch they
+// track, to commit; it supersedes any publish held meanwhile.
 func (s *Service) upgradeOp(ctx context.Context, r *Record, commit string, now time.Time) *operation.Operation {
-	from := s.lastCommit(r)
+	from := &operation.Endpoint{Channel: r.Spec.Channel, Resolved: s.lastCommit(r)}
 	to := &operation.Endpoint{Channel: r.Spec.Channel, Resolved: commit}
-	r.PendingUpgrade = ""
-	return r.newOp(operation.KindUpgrade, &operation.Endpoint{Channel: r.Spec.Channel, Resolved: from}, to, now)
+	r.PendingUpgrades = nil
+	return r.newOp(operation.KindUpgrade, from, to, now)
 }
 
-// lastCommit is the commit the newest succeeded operation installed.
+// lastCommit is the commit the instances run: the target of the newest
+// succeeded change-channel or upgrade, failures in between or not.
 func (s *Service) lastCommit(r *Record) string {
+	if r.Commit != "" || r.Spec.Channel.IsZero() {
+		return r.Commit
+	}
+	// A record written before Commit was kept.
 	for _, op := range r.Operations {
-		if op.State == operation.Succeeded && op.To != nil {
+		if op.State == operation.Succeeded && op.To != nil && op.Kind != operation.KindDelete {
 			return op.To.Resolved
 		}
 	}
@@ -577,8 +634,12 @@ func (s *Service) lastCommit(r *Record) string {
 }
 
 // Update implements operation.Journal. When an operation ends, its
-// history entry takes its result, a delete removes the installation, and
-// an upgrade held back meanwhile is queued.
+// history entry takes its result; a change that succeeded moves the
+// channel (and clears last_attempt), one that failed leaves it and
+// becomes last_attempt; a delete removes the installation; and a publish
+// held back meanwhile to the branch the instances now track is queued as
+// an upgrade. Everything it decides on is in the record, so a replica
+// that took the operation over decides the same.
 func (s *Service) Update(ctx context.Context, id string, fn func(op *operation.Operation) error) (*operation.Operation, error) {
 	_, name := opSeq(id)
 	if name == "" {
@@ -607,11 +668,30 @@ func (s *Service) Update(ctx context.Context, id string, fn func(op *operation.O
 				r.History[j].Result = op.State
 			}
 		}
-		if op.Kind == operation.KindDelete && op.State == operation.Succeeded {
-			r.DeletedAt, r.PendingUpgrade = &now, ""
+		switch {
+		case op.Kind == operation.KindDelete:
+			if op.State == operation.Succeeded {
+				r.DeletedAt = &now
+			}
+		case op.To == nil:
+		case op.State == operation.Succeeded:
+			// An upgrade that succeeds supersedes a failed one on its channel,
+			// not a failed change to another channel.
+			if op.Kind == operation.KindChangeChannel || r.LastAttempt != nil && r.LastAttempt.Channel == op.To.Channel {
+				r.LastAttempt = nil
+			}
+			r.Spec.Channel, r.Commit, r.UpdatedAt = op.To.Channel, op.To.Resolved, now
+		default:
+			r.LastAttempt = &Attempt{Channel: op.To.Channel, Commit: op.To.Resolved, Operation: op.ID, Error: op.Error}
+			r.UpdatedAt = now
 		}
-		if c := r.PendingUpgrade; c != "" && r.Spec.Channel.Branch != "" && !r.deleted() {
-			next = s.upgradeOp(ctx, r, c, now)
+		held := ""
+		if b := r.Spec.Channel.Branch; b != "" && !r.deleted() {
+			held = r.PendingUpgrades[b]
+		}
+		r.PendingUpgrades = nil
+		if held != "" && held != r.Commit {
+			next = s.upgradeOp(ctx, r, held, now)
 		}
 		return nil
 	})
