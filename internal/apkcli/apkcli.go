@@ -30,6 +30,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -44,7 +45,9 @@ commands:
   info [-v]                 list installed packages (-v: with versions)
 
 options:
-  -U, --update-cache        fetch indexes even if the cached ones are fresh
+  -U, --update-cache        refresh indexes older than one minute
+      --force-refresh       refresh indexes always, bypassing HTTP caches
+      --cache-max-age MIN   refresh indexes older than MIN minutes (default 4 hours)
   -u, --upgrade             (add) upgrade packages that are already installed
   -X, --repository URL      use URL in addition to /etc/apk/repositories
       --no-cache            neither read nor write the index cache
@@ -55,22 +58,21 @@ options:
       --version             print the version
 `
 
-// Version is what `apk --version` prints.
-const Version = "apk-tools 2.14.4 (uplink test client on go-apk)"
-
-// cacheMaxAge is how long a cached index is used before `add` fetches it
-// again, apk-tools' default cache_max_age of 4 hours.
-const cacheMaxAge = 4 * time.Hour
+// Version is what `apk --version` prints: the apk-tools release whose
+// rules this client follows (apk-protocol.md, v2.14.10), in its format.
+const Version = "apk-tools 2.14.10, compiled for %s."
 
 type options struct {
-	root        string
-	arch        string
-	repos       []string // from -X
-	upgrade     bool
-	updateCache bool
-	noCache     bool
-	quiet       bool
-	verbose     bool
+	root         string
+	arch         string
+	repos        []string // from -X
+	upgrade      bool
+	updateCache  bool          // -U: no If-Modified-Since (apk-protocol.md §7.2)
+	forceRefresh bool          // --force-refresh
+	cacheMaxAge  time.Duration // from -U or --cache-max-age, the last wins; 0 is the default
+	noCache      bool
+	quiet        bool
+	verbose      bool
 }
 
 type cli struct {
@@ -95,12 +97,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "version":
-		fmt.Fprintln(stdout, Version)
-		return 0
 	}
 	if c.opts.arch == "" {
 		c.opts.arch = c.defaultArch()
+	}
+	if cmd == "version" {
+		fmt.Fprintf(stdout, Version+"\n", c.opts.arch)
+		return 0
 	}
 	switch cmd {
 	case "update":
@@ -168,7 +171,20 @@ func (c *cli) parse(args []string) (cmd string, rest []string, err error) {
 			}
 			o.repos = append(o.repos, v)
 		case a == "--update-cache":
-			o.updateCache = true
+			o.updateCache, o.cacheMaxAge = true, updateCacheMaxAge
+		case a == "--force-refresh":
+			o.forceRefresh = true
+		case name == "--cache-max-age":
+			v, err := value()
+			if err != nil {
+				return "", nil, err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return "", nil, fmt.Errorf("--cache-max-age: %q is not a number of minutes", v)
+			}
+			// 0 means the 4 h default in 2.14.10 (§7.2, the update bug note).
+			o.cacheMaxAge = time.Duration(n) * time.Minute
 		case a == "--upgrade":
 			o.upgrade = true
 		case a == "--no-cache":
@@ -185,7 +201,7 @@ func (c *cli) parse(args []string) (cmd string, rest []string, err error) {
 			for _, f := range a[1:] { // bundled short flags, e.g. -Uu
 				switch f {
 				case 'U':
-					o.updateCache = true
+					o.updateCache, o.cacheMaxAge = true, updateCacheMaxAge
 				case 'u':
 					o.upgrade = true
 				case 'q':

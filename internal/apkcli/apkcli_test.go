@@ -11,30 +11,43 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/uplinkhq/uplink/internal/apktest"
 )
 
 const prefix = "/distribution/main/org/app"
 
-// repo is a mutable repository served over HTTP below prefix.
+// repo is a mutable repository served over HTTP below prefix, with
+// Last-Modified and If-Modified-Since handled as uplink serves them
+// (http.ServeContent). It records every request.
 type repo struct {
-	mu    sync.Mutex
-	files map[string][]byte
-	url   string
+	mu       sync.Mutex
+	files    map[string][]byte
+	modTime  time.Time // of every file: the last publish
+	requests []request
+	url      string
+}
+
+type request struct {
+	path   string // below the repository base
+	header http.Header
 }
 
 func newRepo(t *testing.T) *repo {
 	r := &repo{files: map[string][]byte{}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		name := strings.TrimPrefix(req.URL.Path, prefix+"/")
 		r.mu.Lock()
-		b, ok := r.files[strings.TrimPrefix(req.URL.Path, prefix+"/")]
+		r.requests = append(r.requests, request{name, req.Header.Clone()})
+		b, ok := r.files[name]
+		mod := r.modTime
 		r.mu.Unlock()
 		if !ok || !strings.HasPrefix(req.URL.Path, prefix+"/") {
 			http.NotFound(w, req)
 			return
 		}
-		w.Write(b)
+		http.ServeContent(w, req, name, mod, bytes.NewReader(b))
 	}))
 	t.Cleanup(srv.Close)
 	r.url = srv.URL + prefix
@@ -45,6 +58,28 @@ func (r *repo) publish(files map[string][]byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.files = maps.Clone(files)
+	r.modTime = time.Now()
+}
+
+// setModTime backdates every file, e.g. to before a client's cached copy.
+func (r *repo) setModTime(t time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.modTime = t
+}
+
+// indexRequests returns the index requests since the last call.
+func (r *repo) indexRequests() []request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []request
+	for _, q := range r.requests {
+		if strings.HasSuffix(q.path, "/APKINDEX.tar.gz") {
+			out = append(out, q)
+		}
+	}
+	r.requests = nil
+	return out
 }
 
 func hello(version string, extra ...apktest.File) apktest.Package {
@@ -167,7 +202,7 @@ func TestAddUpgradeDel(t *testing.T) {
 
 	// A new version: add without -u keeps the installed one, -u upgrades.
 	r.publish(apktest.BuildRepository(t, key, "x86_64", hello("1.1-r0"), libhello))
-	mustApk(t, root, "update")
+	mustApk(t, root, "--force-refresh", "update")
 	if out := mustApk(t, root, "add", "hello"); strings.Contains(out, "Upgrading") {
 		t.Errorf("add without -u upgraded:\n%s", out)
 	}
@@ -267,7 +302,7 @@ func TestFailures(t *testing.T) {
 				delete(f, "noarch/libhello-1.0-r0.apk")
 				r.publish(f)
 			},
-			args: []string{"add", "hello"}, stderr: "HTTP 404",
+			args: []string{"add", "hello"}, stderr: "ERROR: libhello-1.0-r0: package mentioned in index not found (try 'apk update')",
 		},
 	}
 	for _, tc := range cases {

@@ -318,3 +318,41 @@ func writeFileAtomic(name string, data []byte, perm os.FileMode) error {
 	}
 	return err
 }
+
+// withDependencies returns the installed packages called (or providing)
+// names and, through their dependencies, every installed package they
+// need: what `add -u` may upgrade (apk-tools passes the upgrade flag on to
+// dependencies, src/solver.c), plus names that are not installed.
+func (d *db) withDependencies(names []string) map[string]bool {
+	provider := map[string]*installedPkg{}
+	for _, p := range d.pkgs {
+		for _, pr := range p.Provides {
+			provider[baseName(pr)] = p
+		}
+	}
+	for _, p := range d.pkgs {
+		provider[p.Name] = p
+	}
+	out := map[string]bool{}
+	var visit func(name string)
+	visit = func(name string) {
+		p := provider[name]
+		if p == nil {
+			out[name] = true
+			return
+		}
+		if out[p.Name] {
+			return
+		}
+		out[p.Name] = true
+		for _, dep := range p.Dependencies {
+			if dep != "" && !strings.HasPrefix(dep, "!") {
+				visit(baseName(dep))
+			}
+		}
+	}
+	for _, n := range names {
+		visit(n)
+	}
+	return out
+}

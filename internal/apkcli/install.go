@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path"
@@ -29,9 +30,18 @@ import (
 // installedURI marks the resolver's pseudo-repository of installed packages.
 const installedURI = "installed:"
 
-// add is `apk add [-u] PACKAGE...`.
-func (c *cli) add(constraints []string) error {
-	if len(constraints) == 0 {
+// add is `apk add [-u] PACKAGE...`. As apk-tools does, it solves the
+// whole world (/etc/apk/world with the arguments merged in), not just the
+// arguments, with these preferences (apk-protocol.md §7.7, observed with
+// apk-tools 2.14.10; src/solver.c):
+//   - a name with a version constraint ("hello=1.0-r0") gets exactly a
+//     version that satisfies it, downgrading if need be, and the
+//     constraint stays in the world as a pin;
+//   - any other installed package keeps its version unless -u names it
+//     (or something it depends on); -u picks the newest version, which
+//     may be the installed one: `add -u` never downgrades.
+func (c *cli) add(args []string) error {
+	if len(args) == 0 {
 		return errors.New("add: no packages given")
 	}
 	d, err := c.openDB()
@@ -39,38 +49,42 @@ func (c *cli) add(constraints []string) error {
 		return err
 	}
 	defer d.close()
-	ixs, err := c.indexes(c.opts.updateCache)
+	l, err := c.indexes(true)
 	if err != nil {
 		return err
 	}
-	named := c.namedIndexes(ixs, d)
+	named := c.namedIndexes(l.indexes, d)
 
-	requested := map[string]bool{} // base names asked for
-	versioned := map[string]bool{} // asked for with a version constraint
-	for _, con := range constraints {
-		n := baseName(con)
-		requested[n] = true
-		if n != con {
-			versioned[n] = true
+	world := mergeWorld(d.world, args, c.opts.upgrade)
+	pinned := map[string]bool{} // names the world gives a version constraint
+	for _, w := range world {
+		if baseName(w) != w {
+			pinned[baseName(w)] = true
 		}
 	}
-	// Without -u, keep installed packages at their version (apk-tools
-	// prefers installed ones); fall back to free resolution if a new
-	// package needs a newer dependency.
-	var pins []string
-	if !c.opts.upgrade {
-		for _, p := range d.pkgs {
-			if !requested[p.Name] {
-				pins = append(pins, p.Name+"="+p.Version)
-			}
+	upgrading := map[string]bool{}
+	if c.opts.upgrade {
+		var names []string
+		for _, a := range args {
+			names = append(names, baseName(a))
+		}
+		upgrading = d.withDependencies(names)
+	}
+	// Installed packages stay at their version, unless pinned or
+	// upgraded; if that cannot be solved (a new package needs a newer
+	// dependency), solve without.
+	var keep []string
+	for _, p := range d.pkgs {
+		if !pinned[p.Name] && !upgrading[p.Name] {
+			keep = append(keep, p.Name+"="+p.Version)
 		}
 	}
 	resolve := func(list []string) ([]*apk.RepositoryPackage, []string, error) {
 		return apk.NewPkgResolver(c.ctx, named).GetPackagesWithDependencies(c.ctx, list)
 	}
-	pkgs, conflicts, err := resolve(append(slices.Clone(constraints), pins...))
-	if err != nil && len(pins) > 0 {
-		pkgs, conflicts, err = resolve(constraints)
+	pkgs, conflicts, err := resolve(append(slices.Clone(world), keep...))
+	if err != nil && len(keep) > 0 {
+		pkgs, conflicts, err = resolve(world)
 	}
 	if err != nil {
 		return fmt.Errorf("unable to select packages:\n  %v", err)
@@ -92,25 +106,20 @@ func (c *cli) add(constraints []string) error {
 			continue
 		}
 		old := d.find(rp.Name)
-		if old != nil {
-			if old.Version == rp.Version && old.ChecksumString() == rp.ChecksumString() {
-				continue
-			}
-			if !c.opts.upgrade && !versioned[rp.Name] {
-				continue
-			}
+		// The same version is a change only for a rebuild asked to upgrade.
+		if old != nil && old.Version == rp.Version && (old.ChecksumString() == rp.ChecksumString() || !upgrading[rp.Name]) {
+			continue
 		}
 		steps = append(steps, &step{pkg: rp, old: old})
 	}
 	// Download and verify everything before changing the root.
 	for _, s := range steps {
-		u := s.pkg.URL()
-		data, err := c.get(u)
+		data, err := c.get(s.pkg.URL())
 		if err != nil {
-			return fmt.Errorf("%s: %v", u, err)
+			return fmt.Errorf("%s-%s: %v", s.pkg.Name, s.pkg.Version, packageError(err))
 		}
 		if err := apkfile.Verify(data, s.pkg.Package.ChecksumString()); err != nil {
-			return fmt.Errorf("%s: %v", u, err)
+			return fmt.Errorf("%s-%s: %v", s.pkg.Name, s.pkg.Version, err)
 		}
 		s.data = data
 	}
@@ -132,13 +141,55 @@ func (c *cli) add(constraints []string) error {
 			return fmt.Errorf("%s-%s: %v", p.Name, p.Version, err)
 		}
 	}
-	d.world = slices.DeleteFunc(d.world, func(w string) bool { return requested[baseName(w)] })
-	d.world = append(d.world, constraints...)
+	d.world = world
 	if err := d.save(); err != nil {
 		return err
 	}
 	c.printf("%s\n", d.summary())
 	return nil
+}
+
+// mergeWorld returns world with the add arguments in place of the entries
+// of the same names (apk-tools' apk_deps_add): `add hello=1.0-r0` pins,
+// `add hello` drops the pin. With -u a bare name keeps an existing pin
+// (apk-protocol.md §7.7: "a pin that later `add -u hello` keeps").
+func mergeWorld(world, args []string, upgrade bool) []string {
+	out := slices.Clone(world)
+	for _, a := range args {
+		n := baseName(a)
+		i := slices.IndexFunc(out, func(w string) bool { return baseName(w) == n })
+		switch {
+		case i < 0:
+			out = append(out, a)
+		case upgrade && a == n && baseName(out[i]) != out[i]:
+			// keep the pin
+		default:
+			out[i] = a
+		}
+	}
+	return out
+}
+
+// packageError says what apk-tools says when a package download fails
+// (apk-protocol.md §7.5, src/io_url.c and src/database.c).
+func packageError(err error) error {
+	var he *httpError
+	if !errors.As(err, &he) {
+		return err
+	}
+	switch he.code {
+	case http.StatusNotFound:
+		return errors.New("package mentioned in index not found (try 'apk update')")
+	case http.StatusInternalServerError:
+		return errors.New("remote server returned error (try 'apk update')")
+	case http.StatusServiceUnavailable:
+		return errors.New("temporary error (try again later)")
+	case http.StatusForbidden:
+		return errors.New("Permission denied")
+	case http.StatusBadRequest:
+		return errors.New("Protocol error")
+	}
+	return err
 }
 
 // namedIndexes turns the repositories into go-apk resolver indexes, one

@@ -123,7 +123,7 @@ func TestScripts(t *testing.T) {
 		t.Errorf("add output:\n%s", out)
 	}
 	r.publish(build("1.1-r0", all))
-	mustApk(t, root, "add", "-U", "-u", "svc")
+	mustApk(t, root, "--force-refresh", "add", "-u", "svc")
 	mustApk(t, root, "del", "svc")
 	want := "pre-install 1.0-r0\npost-install 1.0-r0\npre-upgrade 1.1-r0 1.0-r0\npost-upgrade 1.1-r0 1.0-r0\npre-deinstall 1.1-r0\npost-deinstall 1.1-r0\n"
 	if got := read(t, root, "var/log/scripts.log"); got != want {
@@ -136,7 +136,7 @@ func TestScripts(t *testing.T) {
 	// A failing script is reported and fails the command; the package
 	// stays installed, as with apk-tools.
 	r.publish(build("2.0-r0", map[string]string{"post-install": "#!/bin/sh\necho broken >&2\nexit 3\n"}))
-	res := run(t, root, "add", "-U", "svc")
+	res := run(t, root, "--force-refresh", "add", "svc")
 	if res.code == 0 || !strings.Contains(res.stderr, "svc-2.0-r0.post-install: script exited with error 3") {
 		t.Errorf("failing post-install: %+v", res)
 	}
