@@ -20,6 +20,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/installation"
 	"github.com/uplinkhq/uplink/ref"
 	"github.com/uplinkhq/uplink/storage"
@@ -43,6 +44,11 @@ type Config struct {
 	Cache Invalidator
 	// Installations are upgraded by publishes to the branch they track.
 	Installations *installation.Service
+	// Keys are the apps' trusted keys and settings.
+	Keys *distribution.Keys
+	// Validator checks a build before it is published; nil publishes
+	// whatever has an index.
+	Validator *distribution.Validator
 	// Tokens are the accepted bearer tokens.
 	Tokens []string
 	// MaxUpload bounds one uploaded artifact file.
@@ -74,6 +80,7 @@ func (a *API) Register(e *echo.Echo) {
 	g.POST("/apps/:org/:app/builds", a.publish)
 	g.GET("/apps/:org/:app/builds", a.listBuilds)
 	g.GET("/apps/:org/:app/refs", a.listRefs)
+	a.registerKeys(g)
 	a.registerInstallations(g)
 	g.Any("/*", func(echo.Context) error { return errorf(http.StatusNotFound, "not_found", "no such endpoint") })
 }
@@ -204,6 +211,9 @@ func (a *API) publish(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
+	if err := a.validate(ctx, app, req); err != nil {
+		return err
+	}
 	build, err := a.cfg.Refs.Publish(ctx, app, req)
 	if a.cfg.Cache != nil {
 		// Even a failed publish may have moved a pointer before failing.
@@ -222,6 +232,48 @@ func (a *API) publish(c echo.Context) error {
 		}
 	}
 	return c.JSON(http.StatusCreated, build)
+}
+
+// validate refuses a build that apk could not install from, before
+// anything moves. Until a publish succeeds the commit has no build record,
+// so its files stay replaceable (see upload).
+func (a *API) validate(ctx context.Context, app artifact.App, req ref.PublishRequest) error {
+	if a.cfg.Validator == nil {
+		return nil
+	}
+	commit, err := artifact.ParseCommit(req.Commit)
+	if err != nil {
+		return err
+	}
+	// Cheap checks of the request first, so a typo costs no package reads.
+	if req.Branch != "" {
+		if err := ref.ValidName("branch", req.Branch); err != nil {
+			return err
+		}
+	}
+	for _, t := range req.Tags {
+		if err := ref.ValidName("tag", t); err != nil {
+			return err
+		}
+	}
+	// A published build is immutable and was checked when it was first
+	// published: publishing it again (another branch, a tag, a move back)
+	// only moves pointers.
+	_, err = a.cfg.Refs.Build(ctx, app, commit)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, ref.ErrNotFound) {
+		return err
+	}
+	archs, err := a.cfg.Refs.Archs(ctx, app, commit)
+	if err != nil {
+		return err
+	}
+	if len(archs) == 0 {
+		return &ref.MissingIndexError{Prefix: artifact.CommitPrefix(app, commit)}
+	}
+	return a.cfg.Validator.Validate(ctx, app, commit, archs)
 }
 
 // upload stores one artifact file. Bytes under a published commit never

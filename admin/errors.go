@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/installation"
 	"github.com/uplinkhq/uplink/ref"
 	"github.com/uplinkhq/uplink/storage"
@@ -23,6 +24,10 @@ type Error struct {
 	Message string `json:"message"`
 	// Operation names the running operation of a 409.
 	Operation string `json:"operation,omitempty"`
+	// Problems lists why a publish was refused (422).
+	Problems []distribution.Problem `json:"problems,omitempty"`
+	// Omitted counts the problems beyond those listed.
+	Omitted int `json:"omitted,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -45,6 +50,7 @@ func toError(err error) *Error {
 		amb  *ref.AmbiguousError
 		busy *installation.BusyError
 		unus *installation.UnusableError
+		val  *distribution.ValidationError
 	)
 	switch {
 	case errors.As(err, &e):
@@ -59,6 +65,10 @@ func toError(err error) *Error {
 		return errorf(he.Code, codeFor(he.Code), "%s", msg)
 	case errors.As(err, &mi):
 		return errorf(http.StatusUnprocessableEntity, "missing_index", "%s", mi.Error())
+	case errors.As(err, &val):
+		e := errorf(http.StatusUnprocessableEntity, val.Code, "%s", val.Error())
+		e.Problems, e.Omitted = val.Problems, val.Omitted
+		return e
 	case errors.As(err, &busy):
 		e := errorf(http.StatusConflict, "operation_running", "%s", busy.Error())
 		e.Operation = busy.Running

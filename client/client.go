@@ -35,6 +35,10 @@ type Error struct {
 	Status  int
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Problems says why a publish was refused (422).
+	Problems []Problem `json:"problems"`
+	// Omitted counts the problems the server left out of Problems.
+	Omitted int `json:"omitted"`
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (%d %s)", e.Message, e.Status, e.Code) }

@@ -14,6 +14,7 @@ usage:
   uplink publish <dir> --app <org>/<app> --commit <sha> --branch <b>
                                               upload a built repository (<dir>/<arch>/...) and publish it
   uplink builds <org>/<app> [--branch b]      list builds, newest first
+  uplink keys add|list|rm <org>/<app> ...     the keys an app's indexes must be signed with
   uplink installations [<name>]               list installations, or show one
   uplink channel <installation> --commit <sha> | --tag <t> | --branch <b> [--no-wait]
                                               change an installation's channel and follow the operation
@@ -41,6 +42,8 @@ func run(args []string) int {
 		return publish(args[1:])
 	case "builds":
 		return builds(args[1:])
+	case "keys":
+		return cmdKeys(args[1:], os.Stdout, os.Stderr)
 	case "installations":
 		return cmdInstallations(args[1:], os.Stdout, os.Stderr)
 	case "channel":

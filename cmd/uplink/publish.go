@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -61,7 +62,11 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 }
 
-func publish(args []string) int {
+func publish(args []string) int { return cmdPublish(args, os.Stdout, os.Stderr) }
+
+// cmdPublish uploads a built repository and publishes it; a refused
+// publish prints each problem and exits 1.
+func cmdPublish(args []string, stdout, stderr io.Writer) int {
 	var cf clientFlags
 	var req ref.PublishRequest
 	var app string
@@ -73,45 +78,59 @@ func publish(args []string) int {
 	fs.Var(listFlag{&req.Tags}, "tag", "tags to move to the commit (comma-separated or repeated)")
 	fs.StringVar(&req.Message, "message", "", "commit message")
 	fs.StringVar(&req.Author, "author", "", "commit author")
-	pos, code, ok := parseCommand(fs, args, os.Stdout, os.Stderr)
+	pos, code, ok := parseCommand(fs, args, stdout, stderr)
 	if !ok {
 		return code
 	}
 	if len(pos) != 1 {
-		return usageError(fs, os.Stderr, fmt.Sprintf("want one argument, got %d", len(pos)))
+		return usageError(fs, stderr, fmt.Sprintf("want one argument, got %d", len(pos)))
 	}
 	if _, err := artifact.ParseApp(app); err != nil {
-		return fail(os.Stderr, fmt.Errorf("--app: %w", err))
+		return fail(stderr, fmt.Errorf("--app: %w", err))
 	}
 	if _, err := artifact.ParseCommit(req.Commit); err != nil {
-		return fail(os.Stderr, fmt.Errorf("--commit: %w", err))
+		return fail(stderr, fmt.Errorf("--commit: %w", err))
 	}
 	files, err := repositoryFiles(pos[0])
 	if err != nil {
-		return fail(os.Stderr, err)
+		return fail(stderr, err)
 	}
 	c, err := cf.client()
 	if err != nil {
-		return fail(os.Stderr, err)
+		return fail(stderr, err)
 	}
 	ctx, stop := signalContext()
 	defer stop()
 	for _, f := range files {
 		if err := c.Upload(ctx, app, req.Commit, f.arch, f.name, f.path); err != nil {
-			return fail(os.Stderr, fmt.Errorf("uploading %s/%s: %w", f.arch, f.name, err))
+			return fail(stderr, fmt.Errorf("uploading %s/%s: %w", f.arch, f.name, err))
 		}
 		if !cf.json {
-			fmt.Printf("uploaded %s/%s\n", f.arch, f.name)
+			fmt.Fprintf(stdout, "uploaded %s/%s\n", f.arch, f.name)
 		}
 	}
 	build, err := c.Publish(ctx, app, req)
+	var ce *client.Error
+	if errors.As(err, &ce) && len(ce.Problems) > 0 {
+		if cf.json {
+			printJSON(stdout, map[string]any{"error": ce})
+		}
+		fmt.Fprintf(stderr, "uplink: publish refused (%s): %s %s is not published; its files can be fixed and uploaded again\n", ce.Code, app, req.Commit)
+		for _, p := range ce.Problems {
+			fmt.Fprintf(stderr, "  %s: %s\n", p.File, p.Problem)
+		}
+		if ce.Omitted > 0 {
+			fmt.Fprintf(stderr, "  and %d more\n", ce.Omitted)
+		}
+		return 1
+	}
 	if err != nil {
-		return fail(os.Stderr, fmt.Errorf("publishing: %w", err))
+		return fail(stderr, fmt.Errorf("publishing: %w", err))
 	}
 	if cf.json {
-		printJSON(os.Stdout, build)
+		printJSON(stdout, build)
 	} else {
-		fmt.Printf("published %s %s (archs %s) on branch %q\n", app, build.Commit, strings.Join(build.Archs, ","), req.Branch)
+		fmt.Fprintf(stdout, "published %s %s (archs %s) on branch %q\n", app, build.Commit, strings.Join(build.Archs, ","), req.Branch)
 	}
 	return 0
 }
