@@ -86,6 +86,10 @@ type Instance struct {
 	Name   string `json:"name"`
 	Commit string `json:"commit"`
 	State  string `json:"state"`
+	// Version is the package version installed in the instance (its
+	// /lib/apk/db/installed), Arch its apk architecture.
+	Version string `json:"version,omitempty"`
+	Arch    string `json:"arch,omitempty"`
 }
 
 // View is what the API shows of an installation.

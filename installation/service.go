@@ -738,6 +738,9 @@ func (s *Service) Target(ctx context.Context, op *operation.Operation) (operatio
 		if app, err := artifact.ParseApp(sp.App); err == nil && t.Commit != "" {
 			if b, err := s.cfg.Refs.Build(ctx, app, t.Commit); err == nil {
 				t.Archs = b.Archs
+				// What cannot be read is left out: the verify step reports
+				// it before any instance is touched.
+				t.Versions, _ = packageVersions(ctx, s.d, app, t.Commit, t.Archs, sp.Package)
 			}
 		}
 	}
@@ -746,12 +749,18 @@ func (s *Service) Target(ctx context.Context, op *operation.Operation) (operatio
 
 // Reconcile compares what an installation's instances run (observed)
 // with its channel, and starts the operation that converges them: an
-// upgrade when the right number of instances run an older commit of the
-// tracked branch, else a re-bootstrap on the same channel. It leaves alone
-// an installation with an operation running, or whose last operation
-// failed (retrying it forever would not help; an operator decides).
+// upgrade in place when the right number of instances run but an older
+// commit of the tracked branch, or another version of the package than
+// the channel's commit lists (someone ran apk by hand), else a
+// re-bootstrap on the same channel. It leaves alone an installation with
+// an operation running, or whose last operation failed (retrying it
+// forever would not help; an operator decides).
 func (s *Service) Reconcile(ctx context.Context, name string, observed []Instance) (*operation.Operation, error) {
 	var op *operation.Operation
+	// The versions a commit lists never change: read once per call, not
+	// again when the compare-and-swap retries.
+	var versionsOf string
+	var versions map[string]string
 	_, err := s.update(ctx, name, func(r *Record, exists bool) error {
 		op = nil
 		if !exists || r.deleted() || r.active() != nil || len(r.Operations) > 0 && r.Operations[0].State == operation.Failed {
@@ -761,14 +770,37 @@ func (s *Service) Reconcile(ctx context.Context, name string, observed []Instanc
 		if want == "" {
 			return errNoChange
 		}
-		running, current := 0, 0
-		for _, in := range observed {
-			if in.State == "Running" {
-				running++
-				if in.Commit == want {
-					current++
+		if versionsOf != want {
+			versionsOf, versions = want, nil
+			if app, err := artifact.ParseApp(r.Spec.App); err == nil {
+				if b, err := s.cfg.Refs.Build(ctx, app, want); err == nil {
+					// An index that cannot be read now leaves versions
+					// unknown, and the instances are judged by commit only.
+					versions, _ = packageVersions(ctx, s.d, app, want, b.Archs, r.Spec.Package)
 				}
 			}
+		}
+		target := operation.Target{Versions: versions}
+		running, labelled, current := 0, 0, 0
+		var drifted []string
+		for _, in := range observed {
+			if in.State != "Running" {
+				continue
+			}
+			running++
+			if in.Commit != want {
+				continue
+			}
+			labelled++
+			if v, ok := target.Version(in.Arch); ok && in.Version != v {
+				got := in.Version
+				if got == "" {
+					got = "no " + r.Spec.Package
+				}
+				drifted = append(drifted, fmt.Sprintf("%s has %s installed, not %s", in.Name, got, v))
+				continue
+			}
+			current++
 		}
 		n := r.Spec.Instances.Count
 		if len(observed) == n && current == n {
@@ -778,8 +810,11 @@ func (s *Service) Reconcile(ctx context.Context, name string, observed []Instanc
 			return err
 		}
 		now := time.Now().UTC()
-		reason := fmt.Sprintf("reconcile: %d instances observed (%d running, %d on %s), want %d", len(observed), running, current, want, n)
-		if r.Spec.Channel.Branch != "" && len(observed) == n && running == n {
+		reason := fmt.Sprintf("reconcile: %d instances observed (%d running, %d on %s), want %d", len(observed), running, labelled, want, n)
+		if len(drifted) > 0 {
+			reason += "; " + strings.Join(drifted, "; ")
+		}
+		if len(observed) == n && running == n && (r.Spec.Channel.Branch != "" || labelled == n) {
 			op = s.upgradeOp(ctx, r, want, now)
 		} else {
 			cur := s.endpoint(ctx, r)

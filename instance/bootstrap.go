@@ -19,14 +19,24 @@ import (
 // The labels uplink puts on its instances (user.* config keys, which
 // Incus lets us filter on). They say what each instance runs, so that a
 // crashed operation leaves what is left to do written on the instances.
+// Commit, ref and version are written only once the installed version
+// was read back from the instance: a label never claims what was not
+// checked (a new instance carries none until then).
 const (
 	LabelManaged      = "user.managed_by"
 	LabelInstallation = "user.uplink.installation"
 	LabelCommit       = "user.uplink.commit"
 	LabelRef          = "user.uplink.ref"
+	LabelVersion      = "user.uplink.version"
+	LabelPackage      = "user.uplink.package" // whose version LabelVersion is
 	LabelOperation    = "user.uplink.operation"
 	managedBy         = "uplink"
 )
+
+// installedDB is apk's installed database, the same path in apk-tools 2
+// and 3: the installed version is V: in the package's P: stanza
+// (apk-protocol.md §7.7).
+const installedDB = "/lib/apk/db/installed"
 
 // BackendConfig wires a Backend.
 type BackendConfig struct {
@@ -64,31 +74,9 @@ func NewBackend(cfg BackendConfig) *Backend {
 	return &Backend{cfg: cfg, log: cfg.Logger}
 }
 
-// Per-instance steps of a change-channel, in order: the new instance is
-// fully up and healthy before an old one goes, so an installation of two
-// or more always keeps one running.
-var bootstrapSteps = []string{"create-instance", "start-instance", "configure-repository", "install-package", "restart-instance", "health-check", "remove-old-instance"}
-
-// Steps implements ops.Backend.
-func (b *Backend) Steps(op *ops.Operation, t ops.Target) []string {
-	var steps []string
-	switch op.Kind {
-	case ops.KindChangeChannel:
-		for i := 1; i <= max(t.Count, 1); i++ {
-			for _, s := range bootstrapSteps {
-				steps = append(steps, s+"-"+strconv.Itoa(i))
-			}
-		}
-		steps = append(steps, "remove-extra-instances")
-	case ops.KindUpgrade:
-		for i := 1; i <= max(t.Count, 1); i++ {
-			steps = append(steps, "upgrade-instance-"+strconv.Itoa(i))
-		}
-	case ops.KindDelete:
-		steps = append(steps, "delete-instances")
-	}
-	return steps
-}
+// Steps implements ops.Backend: ops.InstanceSteps, which the backend
+// of no instances records too.
+func (b *Backend) Steps(op *ops.Operation, t ops.Target) []string { return ops.InstanceSteps(op, t) }
 
 // step splits "install-package-2" into "install-package" and 2.
 func step(name string) (string, int) {
@@ -158,14 +146,7 @@ func (b *Backend) Do(ctx context.Context, name string, op *ops.Operation, t ops.
 			log(fmt.Sprintf("no instance %d to upgrade (the installation has %d)", i, len(insts)))
 			return ops.ErrSkipped
 		}
-		inst := insts[i-1]
-		if err := b.update(ctx, c, inst.Name, log); err != nil {
-			return err
-		}
-		if err := b.exec(ctx, c, inst.Name, []string{"apk", "add", "--upgrade", t.Package}, log); err != nil {
-			return err
-		}
-		return c.PatchInstance(ctx, inst.Name, InstancePut{Config: map[string]string{LabelCommit: t.Commit, LabelRef: t.Ref}}, "")
+		return b.install(ctx, c, insts[i-1].Name, t, log)
 	case "delete-instances":
 		insts, err := Instances(ctx, c, t.Installation)
 		if err != nil {
@@ -194,8 +175,7 @@ func (b *Backend) bootstrap(ctx context.Context, c *ProtocolIncus, action, inst 
 		req := InstancesPost{
 			Name: inst, Type: InstanceTypeContainer, Source: b.source(t.Image),
 			InstancePut: InstancePut{Profiles: t.Profiles, Config: map[string]string{
-				LabelManaged: managedBy, LabelInstallation: t.Installation, LabelCommit: t.Commit,
-				LabelRef: t.Ref, LabelOperation: op.ID,
+				LabelManaged: managedBy, LabelInstallation: t.Installation, LabelOperation: op.ID,
 			}},
 		}
 		if dev, ok := b.proxyDevice(t.RepositoryURL); ok {
@@ -228,10 +208,7 @@ func (b *Backend) bootstrap(ctx context.Context, c *ProtocolIncus, action, inst 
 		log("/etc/apk/repositories: " + t.RepositoryURL)
 		return nil
 	case "install-package":
-		if err := b.update(ctx, c, inst, log); err != nil {
-			return err
-		}
-		return b.exec(ctx, c, inst, []string{"apk", "add", t.Package}, log)
+		return b.install(ctx, c, inst, t, log)
 	case "restart-instance":
 		return setState(ctx, c, inst, "restart")
 	case "health-check":
@@ -342,13 +319,154 @@ func (b *Backend) exec(ctx context.Context, c *ProtocolIncus, inst string, cmd [
 	return nil
 }
 
-// update runs apk update, again for a while if it fails: right after a
-// start the instance's network (even its loopback, where a proxy device
-// listens) may not be up yet.
-func (b *Backend) update(ctx context.Context, c *ProtocolIncus, inst string, log func(string)) error {
+// install puts exactly the version of t.Package that the target commit
+// lists for the instance's arch in place, checks it, and only then labels
+// the instance with the commit, ref and version. It serves a bootstrap
+// and an in-place upgrade alike, and is safe to run again.
+func (b *Backend) install(ctx context.Context, c *ProtocolIncus, inst string, t ops.Target, log func(string)) error {
+	arch, err := b.arch(ctx, c, inst, log)
+	if err != nil {
+		return err
+	}
+	version, ok := t.Version(arch)
+	if !ok {
+		return fmt.Errorf("the index of commit %s lists no %s for %s (it lists: %s)", t.Commit, t.Package, arch, listVersions(t.Versions))
+	}
+	if _, listed := t.Versions[arch]; !listed {
+		log(fmt.Sprintf("%s: commit %s has no %s index; installing %s %s, the version all its indexes list", inst, t.Commit, arch, t.Package, version))
+	}
+	if err := b.refresh(ctx, c, inst, log); err != nil {
+		return err
+	}
+	// "pkg=version" installs, upgrades and downgrades alike, where
+	// add --upgrade never downgrades (apk-protocol.md §7.7).
+	if err := b.exec(ctx, c, inst, []string{"apk", "add", t.Package + "=" + version}, log); err != nil {
+		return err
+	}
+	got, err := installedVersion(ctx, c, inst, t.Package)
+	if err != nil {
+		return err
+	}
+	if got != version {
+		has := t.Package + " " + got
+		if got == "" {
+			has = "no " + t.Package
+		}
+		return fmt.Errorf("%s: after apk add %s=%s, %s has %s, not %s as commit %s lists", inst, t.Package, version, installedDB, has, version, t.Commit)
+	}
+	log(fmt.Sprintf("%s: %s %s installed (read back from %s)", inst, t.Package, got, installedDB))
+	return c.PatchInstance(ctx, inst, InstancePut{Config: map[string]string{
+		LabelCommit: t.Commit, LabelRef: t.Ref, LabelPackage: t.Package, LabelVersion: got,
+	}}, "")
+}
+
+func listVersions(versions map[string]string) string {
+	if len(versions) == 0 {
+		return "nothing readable"
+	}
+	var out []string
+	for arch, v := range versions {
+		out = append(out, arch+": "+v)
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", ")
+}
+
+// arch is the instance's apk architecture: /etc/apk/arch, as apk itself
+// reads it (apk-protocol.md §1); else Incus's name for the instance's
+// architecture.
+func (b *Backend) arch(ctx context.Context, c *ProtocolIncus, inst string, log func(string)) (string, error) {
+	s, err := readFile(ctx, c, inst, "/etc/apk/arch")
+	if err != nil {
+		return "", err
+	}
+	if a := strings.TrimSpace(s); a != "" && !strings.ContainsAny(a, " \t\n/") {
+		return a, nil
+	}
+	in, _, err := c.GetInstance(ctx, inst)
+	if err != nil {
+		return "", err
+	}
+	a := apkArch(in.Architecture)
+	log(fmt.Sprintf("%s: no /etc/apk/arch; taking %s from Incus's architecture %q", inst, a, in.Architecture))
+	return a, nil
+}
+
+// apkArch maps Incus's architecture names to apk's.
+func apkArch(incus string) string {
+	switch incus {
+	case "i686":
+		return "x86"
+	case "armv7l":
+		return "armv7"
+	case "armv6l":
+		return "armhf"
+	}
+	return incus // x86_64, aarch64, ppc64le, s390x, riscv64, loongarch64 are the same
+}
+
+// installedVersion reads the version of pkg from the instance's apk
+// database; "" when pkg is not installed.
+func installedVersion(ctx context.Context, c *ProtocolIncus, inst, pkg string) (string, error) {
+	rc, _, err := c.GetInstanceFile(ctx, inst, installedDB)
+	if IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", installedDB, err)
+	}
+	defer rc.Close()
+	v, err := findVersion(io.LimitReader(rc, maxInstalledDB), pkg)
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", installedDB, err)
+	}
+	return v, nil
+}
+
+// maxInstalledDB bounds what is read of an installed database (a full
+// Alpine desktop's is a few MiB).
+const maxInstalledDB = 64 << 20
+
+// findVersion scans an apk installed database (stanzas of "X:value"
+// lines, a blank line between packages) for pkg's V:.
+func findVersion(r io.Reader, pkg string) (string, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20) // a p: line can be long
+	var name, version string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if name == pkg {
+				return version, nil
+			}
+			name, version = "", ""
+		case strings.HasPrefix(line, "P:"):
+			name = line[2:]
+		case strings.HasPrefix(line, "V:"):
+			version = line[2:]
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", err
+	}
+	if name == pkg {
+		return version, nil
+	}
+	return "", nil
+}
+
+// refresh fetches every repository's index, whatever the age of the
+// cached one: apk-tools 2.14's plain "apk update" keeps an index younger
+// than 4 h and -U one younger than a minute, so a commit published since
+// would go unseen; --force-refresh always fetches, in 2.14 and 3.0
+// (apk-protocol.md §7.2). It runs again for a while if it fails: right
+// after a start the instance's network (even its loopback, where a proxy
+// device listens) may not be up yet.
+func (b *Backend) refresh(ctx context.Context, c *ProtocolIncus, inst string, log func(string)) error {
 	deadline := time.Now().Add(b.cfg.HealthTimeout)
 	for {
-		err := b.exec(ctx, c, inst, []string{"apk", "update"}, log)
+		err := b.exec(ctx, c, inst, []string{"apk", "--force-refresh", "update"}, log)
 		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package instance
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/uplinkhq/uplink/installation"
@@ -11,12 +12,20 @@ import (
 // Reconciler converges instances to their installations' channels, on
 // start and then periodically: operations are how changes normally
 // happen, this catches what a crash, a failed cleanup or a hand-made
-// change left behind.
+// change (an "apk add hello=<other>" in an instance) left behind.
 type Reconciler struct {
 	Client        *ProtocolIncus
 	Installations *installation.Service
 	Interval      time.Duration
 	Logger        *slog.Logger
+	// Reads bounds how many instances' apk databases are read at once
+	// (default 4), ReadTimeout each read (default 10s): observing runs
+	// every interval and on every view of an installation.
+	Reads       int
+	ReadTimeout time.Duration
+
+	once  sync.Once
+	slots chan struct{}
 }
 
 // Run reconciles until ctx ends.
@@ -78,15 +87,52 @@ func (r *Reconciler) Once(ctx context.Context) error {
 	return nil
 }
 
+// observe lists an installation's instances with the version of the
+// package each has installed, read from its apk database: the labels say
+// what uplink installed and checked, the database what runs now. Where
+// the database cannot be read, the label's version stands.
 func (r *Reconciler) observe(ctx context.Context, name, project string) ([]installation.Instance, error) {
-	list, err := Instances(ctx, r.Client.UseProject(project), name)
+	c := r.Client.UseProject(project)
+	list, err := Instances(ctx, c, name)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]installation.Instance, 0, len(list))
-	for _, in := range list {
-		out = append(out, installation.Instance{Name: in.Name, Commit: in.Config[LabelCommit], State: in.Status})
+	r.once.Do(func() {
+		if r.Reads <= 0 {
+			r.Reads = 4
+		}
+		if r.ReadTimeout <= 0 {
+			r.ReadTimeout = 10 * time.Second
+		}
+		r.slots = make(chan struct{}, r.Reads)
+	})
+	out := make([]installation.Instance, len(list))
+	var wg sync.WaitGroup
+	for i, in := range list {
+		out[i] = installation.Instance{Name: in.Name, Commit: in.Config[LabelCommit], State: in.Status,
+			Version: in.Config[LabelVersion], Arch: apkArch(in.Architecture)}
+		pkg := in.Config[LabelPackage]
+		if in.Status != "Running" || pkg == "" {
+			continue
+		}
+		wg.Go(func() {
+			select {
+			case r.slots <- struct{}{}:
+				defer func() { <-r.slots }()
+			case <-ctx.Done():
+				return
+			}
+			rctx, cancel := context.WithTimeout(ctx, r.ReadTimeout)
+			defer cancel()
+			v, err := installedVersion(rctx, c, in.Name, pkg)
+			if err != nil {
+				r.Logger.Warn("cannot read the installed version; keeping the label's", "instance", in.Name, "err", err)
+				return
+			}
+			out[i].Version = v
+		})
 	}
+	wg.Wait()
 	return out, nil
 }
 

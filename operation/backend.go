@@ -3,17 +3,22 @@ package operation
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 )
 
 // Target is what a backend needs to carry an operation out.
 type Target struct {
-	Installation  string
-	App           string
-	Package       string
-	Ref           string // the ref the repository URL names
-	Commit        string // the commit it resolved to
-	Archs         []string
+	Installation string
+	App          string
+	Package      string
+	Ref          string // the ref the repository URL names
+	Commit       string // the commit it resolved to
+	Archs        []string
+	// Versions maps each arch of the commit to the version of Package
+	// its index lists: what every instance must end up running, exactly
+	// (an upgrade, or a downgrade when a branch moved back).
+	Versions      map[string]string
 	RepositoryURL string
 	Image         string
 	Profiles      []string
@@ -22,6 +27,24 @@ type Target struct {
 	PublicKey     string
 	KeyName       string
 	HealthCommand []string
+}
+
+// Version is the version an instance of arch must run: the one the
+// commit's index for arch lists; for an arch the commit has no index for
+// (or that cannot be told), the version all indexes agree on; false when
+// there is none.
+func (t Target) Version(arch string) (string, bool) {
+	if v, ok := t.Versions[arch]; ok {
+		return v, true
+	}
+	var only string
+	for _, v := range t.Versions {
+		if only != "" && v != only {
+			return "", false
+		}
+		only = v
+	}
+	return only, only != ""
 }
 
 // ErrSkipped, returned by Backend.Do, records a step as skipped.
@@ -44,18 +67,38 @@ type NoBackend struct {
 	Delay time.Duration
 }
 
-// Steps are those an instance backend would run.
-func (NoBackend) Steps(op *Operation, _ Target) []string {
+// BootstrapSteps are the per-instance steps of a change-channel, in
+// order: the new instance is fully up, its installed version checked and
+// healthy before an old one goes, so an installation of two or more
+// always keeps one running.
+var BootstrapSteps = []string{"create-instance", "start-instance", "configure-repository", "install-package", "restart-instance", "health-check", "remove-old-instance"}
+
+// InstanceSteps names the steps of op for an installation of t.Count
+// instances: "<step>-<i>" per instance. The instance backend runs them;
+// NoBackend records the same ones, so a rehearsal shows the real plan.
+func InstanceSteps(op *Operation, t Target) []string {
+	var steps []string
+	n := max(t.Count, 1)
 	switch op.Kind {
 	case KindChangeChannel:
-		return []string{"create-instance", "configure-repository", "install-package", "restart-instance", "health-check", "remove-old-instance"}
+		for i := 1; i <= n; i++ {
+			for _, s := range BootstrapSteps {
+				steps = append(steps, s+"-"+strconv.Itoa(i))
+			}
+		}
+		steps = append(steps, "remove-extra-instances")
 	case KindUpgrade:
-		return []string{"upgrade-package"}
+		for i := 1; i <= n; i++ {
+			steps = append(steps, "upgrade-instance-"+strconv.Itoa(i))
+		}
 	case KindDelete:
-		return []string{"stop-instances", "delete-instances"}
+		steps = append(steps, "delete-instances")
 	}
-	return nil
+	return steps
 }
+
+// Steps are those the instance backend runs.
+func (NoBackend) Steps(op *Operation, t Target) []string { return InstanceSteps(op, t) }
 
 // Do waits Delay, then skips.
 func (b NoBackend) Do(ctx context.Context, step string, _ *Operation, _ Target, log func(string)) error {

@@ -100,14 +100,14 @@ func TestRollbackStory(t *testing.T) {
 	n.publish(t, b, "main", hello(t, key, "2.0-r0", "B"))
 
 	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
-	if v.RepositoryURL != "http://uplink.test:4080/distribution/main/"+testApp || v.ResolvedCommit != b {
-		t.Fatalf("tracking main: url %q commit %q", v.RepositoryURL, v.ResolvedCommit)
-	}
 	if v.LastOperation == nil || v.LastOperation.Kind != operation.KindChangeChannel {
 		t.Fatalf("creating an installation starts its bootstrap: %+v", v.LastOperation)
 	}
 	if op := waitOp(t, n, v.LastOperation.ID, 10*time.Second); op.State != operation.Succeeded {
 		t.Fatalf("bootstrap: %s %s", op.State, op.Error)
+	}
+	if v := getInstallation(t, n, "web"); v.RepositoryURL != "http://uplink.test:4080/distribution/main/"+testApp || v.ResolvedCommit != b {
+		t.Fatalf("tracking main: url %q commit %q", v.RepositoryURL, v.ResolvedCommit)
 	}
 
 	// Roll back: pin to A by an abbreviated SHA.
@@ -318,10 +318,13 @@ func TestInstallationLifecycle(t *testing.T) {
 	}
 	spec.Channel = operation.Channel{Commit: a[:7]}
 	v = putInstallation(t, n, "web", spec)
-	if v.Channel.Commit != a || v.LastOperation.ID == first.ID {
-		t.Fatalf("update with a channel change: %+v %s", v.Channel, v.LastOperation.ID)
+	if v.Channel.Branch != "main" || v.Pending == nil || v.Pending.Channel.Commit != a || v.LastOperation.ID == first.ID || v.Pending.Operation != v.LastOperation.ID {
+		t.Fatalf("update with a channel change: channel %+v pending %+v, last op %s", v.Channel, v.Pending, v.LastOperation.ID)
 	}
 	waitOp(t, n, v.LastOperation.ID, 10*time.Second)
+	if v = getInstallation(t, n, "web"); v.Channel.Commit != a || v.Pending != nil {
+		t.Fatalf("after the change: channel %+v pending %+v", v.Channel, v.Pending)
+	}
 
 	var del operation.Operation
 	if err := n.api.JSON(t.Context(), http.MethodDelete, "/api/v1/installations/web", nil, &del); err != nil || del.Kind != operation.KindDelete {
@@ -406,5 +409,145 @@ func TestUpgradeQueuedBehindRunning(t *testing.T) {
 	})
 	if up = waitOp(t, n, up.ID, 20*time.Second); up.State != operation.Succeeded || up.Commit != commitOf("B") {
 		t.Fatalf("held-back upgrade: %s %s", up.State, up.Commit)
+	}
+}
+
+// TestFailedChangeKeepsChannel: a change to a branch whose commit lacks
+// the package fails at verify-package; the installation still shows what
+// its instances run (main at A) and the failed target as last_attempt.
+// Publishes to the failed branch start nothing, one to main upgrades, and
+// the change retried once the branch has the package clears last_attempt.
+func TestFailedChangeKeepsChannel(t *testing.T) {
+	n := start(t, opsConfig(baseConfig(t)))
+	key := apktest.NewKey(t)
+	a, x := commitOf("A"), commitOf("X")
+	n.publish(t, a, "main", hello(t, key, "1.0-r0", "A"))
+	n.publish(t, x, "bad", apktest.BuildRepository(t, key, apktest.DefaultArch, apktest.Package{Name: "other", Version: "1.0-r0"}))
+	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+	waitOp(t, n, v.LastOperation.ID, 10*time.Second)
+
+	op, err := setChannel(t, n, "web", map[string]string{"branch": "bad"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op = waitOp(t, n, op.ID, 10*time.Second); op.State != operation.Failed {
+		t.Fatalf("change to a commit without the package: %s", op.State)
+	}
+	type attempt struct {
+		Channel   map[string]string
+		Commit    string
+		Operation string
+		Error     string
+	}
+	type shown struct {
+		Channel        map[string]string
+		ResolvedCommit string   `json:"resolved_commit"`
+		RepositoryURL  string   `json:"repository_url"`
+		LastAttempt    *attempt `json:"last_attempt"`
+	}
+	mainURL := "http://uplink.test:4080/distribution/main/" + testApp
+	var got shown
+	if err := n.api.Get(t.Context(), "/api/v1/installations/web", &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Channel["branch"] != "main" || got.ResolvedCommit != a || got.RepositoryURL != mainURL {
+		t.Fatalf("after a failed change: %+v", got)
+	}
+	if la := got.LastAttempt; la == nil || la.Channel["branch"] != "bad" || la.Commit != x || la.Operation != op.ID || !strings.Contains(la.Error, `"hello" is not in`) {
+		t.Fatalf("last_attempt %+v", got.LastAttempt)
+	}
+	var list struct{ Installations []shown }
+	if err := n.api.Get(t.Context(), "/api/v1/installations", &list); err != nil || len(list.Installations) != 1 || list.Installations[0].LastAttempt == nil {
+		t.Fatalf("the list lacks last_attempt: %+v %v", list, err)
+	}
+	if h := history(t, n, "web"); h[0].Operation != op.ID || h[0].Result != operation.Failed || h[0].From.Branch != "main" {
+		t.Fatalf("history %+v", h[0])
+	}
+
+	// The failed branch moves, and moves again with the package: nothing
+	// starts.
+	before := len(operations(t, n, "web"))
+	n.publish(t, commitOf("Y"), "bad", apktest.BuildRepository(t, key, apktest.DefaultArch, apktest.Package{Name: "other", Version: "1.1-r0"}))
+	z := commitOf("Z")
+	n.publish(t, z, "bad", hello(t, key, "9.0-r0", "Z"))
+	time.Sleep(500 * time.Millisecond) // an upgrade, were one started, would be queued by now
+	if ops := operations(t, n, "web"); len(ops) != before {
+		t.Fatalf("publishes to the failed branch started %s %s", ops[0].Kind, ops[0].ID)
+	}
+
+	// main moves: its instances upgrade from A.
+	c := commitOf("C")
+	n.publish(t, c, "main", hello(t, key, "2.0-r0", "C"))
+	var up *operation.Operation
+	eventually(t, 5*time.Second, "an upgrade starts", func() bool {
+		if ops := operations(t, n, "web"); len(ops) > before {
+			up = ops[0]
+		}
+		return up != nil
+	})
+	if up = waitOp(t, n, up.ID, 10*time.Second); up.Kind != operation.KindUpgrade || up.State != operation.Succeeded || up.From.Resolved != a || up.Commit != c {
+		t.Fatalf("upgrade of main: %+v", up)
+	}
+	if v := getInstallation(t, n, "web"); v.Channel.Branch != "main" || v.ResolvedCommit != c || v.LastAttempt == nil {
+		t.Fatalf("after the upgrade: channel %+v commit %s last_attempt %+v", v.Channel, v.ResolvedCommit, v.LastAttempt)
+	}
+
+	// Retried, the change succeeds and last_attempt goes.
+	if op, err = setChannel(t, n, "web", map[string]string{"branch": "bad"}); err != nil {
+		t.Fatal(err)
+	}
+	if op = waitOp(t, n, op.ID, 10*time.Second); op.State != operation.Succeeded || op.From.Resolved != c {
+		t.Fatalf("retried change: %s from %+v: %s", op.State, op.From, op.Error)
+	}
+	var raw map[string]json.RawMessage
+	if err := n.api.Get(t.Context(), "/api/v1/installations/web", &raw); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := raw["last_attempt"]; ok || string(raw["resolved_commit"]) != `"`+z+`"` || !strings.Contains(string(raw["repository_url"]), "/distribution/bad/") {
+		t.Fatalf("after the retried change: last_attempt %s, resolved_commit %s, repository_url %s", raw["last_attempt"], raw["resolved_commit"], raw["repository_url"])
+	}
+}
+
+// TestPublishDuringChange: while a change from main to branch x runs, a
+// publish to x is applied after the change succeeds; one to main is not.
+func TestPublishDuringChange(t *testing.T) {
+	cfg := opsConfig(baseConfig(t))
+	cfg.NoBackendDelay = 150 * time.Millisecond
+	n := start(t, cfg)
+	key := apktest.NewKey(t)
+	a, x1, x2, m2 := commitOf("A"), commitOf("X1"), commitOf("X2"), commitOf("M2")
+	n.publish(t, a, "main", hello(t, key, "1.0-r0", "A"))
+	n.publish(t, x1, "x", hello(t, key, "5.0-r0", "X1"))
+	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+	waitOp(t, n, v.LastOperation.ID, 20*time.Second)
+
+	change, err := setChannel(t, n, "web", map[string]string{"branch": "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.publish(t, m2, "main", hello(t, key, "1.1-r0", "M2"))
+	n.publish(t, x2, "x", hello(t, key, "5.1-r0", "X2"))
+	if v := getInstallation(t, n, "web"); v.Channel.Branch != "main" || v.ResolvedCommit != a || v.Pending == nil || v.Pending.Operation != change.ID {
+		t.Fatalf("while the change runs: channel %+v commit %s pending %+v", v.Channel, v.ResolvedCommit, v.Pending)
+	}
+	if change = waitOp(t, n, change.ID, 20*time.Second); change.State != operation.Succeeded || change.Commit != x1 {
+		t.Fatalf("change: %s to %s", change.State, change.Commit)
+	}
+	var up *operation.Operation
+	eventually(t, 10*time.Second, "the held-back upgrade starts", func() bool {
+		if ops := operations(t, n, "web"); ops[0].Kind == operation.KindUpgrade {
+			up = ops[0]
+		}
+		return up != nil
+	})
+	if up = waitOp(t, n, up.ID, 20*time.Second); up.State != operation.Succeeded || up.Commit != x2 || up.From.Resolved != x1 || up.To.Branch != "x" {
+		t.Fatalf("held-back upgrade: %+v", up)
+	}
+	time.Sleep(500 * time.Millisecond) // a second upgrade, were one held, would be queued by now
+	if ops := operations(t, n, "web"); len(ops) != 3 {
+		t.Fatalf("%d operations, newest %s to %s; want bootstrap, change, one upgrade", len(ops), ops[0].Kind, ops[0].Commit)
+	}
+	if v := getInstallation(t, n, "web"); v.Channel.Branch != "x" || v.ResolvedCommit != x2 || v.Pending != nil {
+		t.Fatalf("after: channel %+v commit %s pending %+v", v.Channel, v.ResolvedCommit, v.Pending)
 	}
 }
