@@ -48,8 +48,8 @@ type ClientIndexConfig struct {
 // package it asks for later comes from that commit: CI may rebuild an
 // unchanged package under the same file name with other bytes, which apk
 // refuses against the older index (apk-protocol.md §7.6). Redis is
-// optional and fails open: on any Redis error the memory of this replica
-// answers, or nothing does and the package is served as without it.
+// optional and fails open: on any Redis error the package is served as
+// without remembering.
 type ClientIndexes struct {
 	cfg ClientIndexConfig
 	log *slog.Logger
@@ -112,7 +112,7 @@ func NewClientIndexes(cfg ClientIndexConfig) *ClientIndexes {
 		}, []string{"result"}),
 		redisFails: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "uplink_distribution_client_index_redis_errors_total",
-			Help: "Redis calls about clients' indexes that failed or timed out; this replica's memory answered instead.",
+			Help: "Redis calls about clients' indexes that failed or timed out; packages were served as without remembering.",
 		}),
 	}
 	c.hitServed = c.hits.WithLabelValues("served")
@@ -158,7 +158,10 @@ func (c *ClientIndexes) Received(ctx context.Context, client netip.Addr, app art
 
 // Commit returns the commit whose index client last received through
 // branch, or "" when none is remembered within the TTL. With Redis, the
-// newer of Redis's and this replica's answer wins.
+// newer of Redis's and this replica's answer wins, and while Redis fails
+// the answer is "": this replica cannot know whether the client got a
+// newer index from another one since, so the package is served as it
+// would be without remembering.
 func (c *ClientIndexes) Commit(ctx context.Context, client netip.Addr, app artifact.App, branch string) string {
 	k := clientKey{client, app, branch}
 	now := c.now()
@@ -169,10 +172,18 @@ func (c *ClientIndexes) Commit(ctx context.Context, client netip.Addr, app artif
 			commit, at = e.commit, seen
 		}
 	}
-	if c.redisUsable() {
-		if rc, rat, ok := c.redisGet(ctx, k); ok && rat > at && now-rat <= int64(c.cfg.TTL) {
-			commit = rc
-		}
+	if c.cfg.Redis == nil {
+		return commit
+	}
+	if !c.redisUsable() {
+		return ""
+	}
+	rc, rat, err := c.redisGet(ctx, k)
+	if err != nil {
+		return ""
+	}
+	if rc != "" && rat > at && now-rat <= int64(c.cfg.TTL) {
+		commit = rc
 	}
 	return commit
 }
@@ -210,21 +221,23 @@ func (c *ClientIndexes) redisSet(ctx context.Context, k clientKey, commit string
 	return true
 }
 
-func (c *ClientIndexes) redisGet(ctx context.Context, k clientKey) (commit string, at int64, ok bool) {
+// redisGet returns "" for a missing or unreadable entry, an error only
+// when Redis failed.
+func (c *ClientIndexes) redisGet(ctx context.Context, k clientKey) (commit string, at int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RedisTimeout)
 	defer cancel()
 	v, err := c.cfg.Redis.Get(ctx, c.redisKey(k)).Result()
 	if errors.Is(err, redis.Nil) {
-		return "", 0, false
+		return "", 0, nil
 	}
 	if err != nil {
 		c.redisFailed("get", err)
-		return "", 0, false
+		return "", 0, err
 	}
 	commit, ts, _ := strings.Cut(v, " ")
-	at, err = strconv.ParseInt(ts, 10, 64)
-	if err != nil || !artifact.IsFullCommit(commit) {
-		return "", 0, false
+	at, perr := strconv.ParseInt(ts, 10, 64)
+	if perr != nil || !artifact.IsFullCommit(commit) {
+		return "", 0, nil
 	}
-	return commit, at, true
+	return commit, at, nil
 }
