@@ -1,26 +1,40 @@
 // Package apkcli is a small but real APK v2 client for test containers:
-// `apk update`, `apk add [-u] <pkg>...`, `apk del <pkg>...` and `apk info`
-// against the repositories in /etc/apk/repositories, trusting only the
-// keys in /etc/apk/keys, installing into the root filesystem and keeping
-// apk-tools' installed database in /lib/apk/db. Alpine's own apk cannot be
-// had without an Alpine mirror, so the busybox test image
+// `apk update`, `apk add [-u] <pkg>[=<version>]...`, `apk del <pkg>...` and
+// `apk info` against the repositories in /etc/apk/repositories, trusting
+// only the keys in /etc/apk/keys, installing into the root filesystem and
+// keeping apk-tools' installed database in /lib/apk/db. Alpine's own apk
+// cannot be had without an Alpine mirror, so the busybox test image
 // (internal/incusimage) ships this client, built static from ./cmd/apk, as
 // /sbin/apk.
 //
-// It relies on github.com/chainguard-dev/go-apk for what go-apk does well:
-// verifying index signatures, parsing indexes and the installed database,
-// and resolving dependencies. It adds what go-apk lacks or does in a way
-// unfit for a live root: the signature entry must name a key file in
-// /etc/apk/keys (apk-tools opens only that file), a package's control
-// member must hash to the index C: and its data member to the .PKGINFO
-// datahash, packages are fetched below their own A: arch, installed
+// It must be exactly as strict as apk-tools 2.14.10 wherever a rule
+// decides an outcome, since a test that passes only because this client is
+// kinder than apk proves nothing; each rule cites
+// /work/shared/reference/apk-protocol.md and the apk-tools source:
+//   - the index cache (§7.2): an index is reused while younger than 4 h,
+//     even by plain `apk update`; -U makes that one minute;
+//     --force-refresh always fetches; If-Modified-Since, 304;
+//   - index signatures (§5): the key is the file in /etc/apk/keys named
+//     exactly as the .SIGN.RSA/RSA256/RSA512 entry says; a failed refresh
+//     keeps the old cache (§7.5);
+//   - solving (§7.7): `add -u` never downgrades, `pkg=version` installs
+//     exactly that version and pins it in /etc/apk/world;
+//   - packages (§5, §7.5): the control member must hash to the index C:
+//     and the data to the .PKGINFO datahash.
+//
+// It relies on github.com/chainguard-dev/go-apk for parsing indexes and the
+// installed database and for resolving dependencies, and on package
+// artifact for signatures. It adds what go-apk lacks or does in a way unfit
+// for a live root: packages are fetched below their own A: arch, installed
 // packages are upgraded in place (go-apk skips installed packages), and
 // files are written through os.Root (go-apk's DirFS walks the whole
 // target tree, /proc included, on construction).
 //
-// Output imitates apk-tools 2 ("(1/2) Installing hello (1.0-r0)",
-// "OK: ..."), errors go to stderr as "ERROR: ..." and any failure makes
-// the exit status non-zero.
+// Output imitates apk-tools 2 ("fetch <url>", "(1/2) Installing hello
+// (1.0-r0)", "Downgrading", "OK: ..."), errors go to stderr as "ERROR: ..."
+// and any failure makes the exit status non-zero, except that, as in
+// apk-tools, a repository whose index cannot be refreshed is only a
+// warning for `add` (§7.5).
 package apkcli
 
 import (
@@ -39,8 +53,9 @@ import (
 const usage = `usage: apk [options] COMMAND [ARGS...]
 
 commands:
-  update                    fetch the indexes of all repositories
-  add [-u] PACKAGE...       install packages (and dependencies); -u upgrades installed ones
+  update                    fetch the indexes older than the cache max age (4 hours)
+  add [-u] PACKAGE...       install packages (and dependencies); -u upgrades installed ones;
+                            PACKAGE=VERSION installs exactly VERSION and pins it
   del PACKAGE...            remove packages and dependencies no longer needed
   info [-v]                 list installed packages (-v: with versions)
 
@@ -58,9 +73,10 @@ options:
       --version             print the version
 `
 
-// Version is what `apk --version` prints: the apk-tools release whose
-// rules this client follows (apk-protocol.md, v2.14.10), in its format.
-const Version = "apk-tools 2.14.10, compiled for %s."
+// versionFormat is what `apk --version` prints, for the arch: the
+// apk-tools release whose rules this client follows (apk-protocol.md,
+// v2.14.10), in its format.
+const versionFormat = "apk-tools 2.14.10, compiled for %s.\n"
 
 type options struct {
 	root         string
@@ -102,7 +118,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		c.opts.arch = c.defaultArch()
 	}
 	if cmd == "version" {
-		fmt.Fprintf(stdout, Version+"\n", c.opts.arch)
+		fmt.Fprintf(stdout, versionFormat, c.opts.arch)
 		return 0
 	}
 	switch cmd {
