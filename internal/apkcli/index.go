@@ -123,13 +123,13 @@ type loaded struct {
 	stale       int // refresh failed, the older cached index is used
 }
 
-// indexes loads the index of every repository. Commands that open the
-// database for writing (add, update) refresh first (apk-protocol.md §7.2,
-// src/database.c): a cached index younger than the cache max age is used
-// as is. As in apk-tools, a repository whose refresh fails is only a
+// indexes refreshes and loads the index of every repository, as the
+// commands that open the database for writing (add, update) do
+// (apk-protocol.md §7.2, src/database.c:1512-1515); del and info read no
+// index. As in apk-tools, a repository whose refresh fails is only a
 // warning (§7.5): its older cached index is used (stale) or, without one,
 // it is left out (unavailable).
-func (c *cli) indexes(refresh bool) (*loaded, error) {
+func (c *cli) indexes() (*loaded, error) {
 	repos, err := c.repositories()
 	if err != nil {
 		return nil, err
@@ -140,7 +140,7 @@ func (c *cli) indexes(refresh bool) (*loaded, error) {
 	}
 	l := &loaded{}
 	for _, repo := range repos {
-		ix, updateErr, err := c.index(repo, keys, refresh)
+		ix, updateErr, err := c.index(repo, keys)
 		u := apk.IndexURL(repo.url, c.opts.arch)
 		if updateErr != nil {
 			fmt.Fprintf(c.stderr, "ERROR: %s: %v\n", u, updateErr)
@@ -158,9 +158,9 @@ func (c *cli) indexes(refresh bool) (*loaded, error) {
 	return l, nil
 }
 
-// index refreshes (when asked) and loads one repository's index. updateErr
-// says why a refresh failed; err why there is no index to use.
-func (c *cli) index(repo repository, keys map[string]*rsa.PublicKey, refresh bool) (ix *repoIndex, updateErr, err error) {
+// index refreshes and loads one repository's index. updateErr says why the
+// refresh failed; err why there is no index to use.
+func (c *cli) index(repo repository, keys map[string]*rsa.PublicKey) (ix *repoIndex, updateErr, err error) {
 	u := apk.IndexURL(repo.url, c.opts.arch)
 	if c.opts.noCache {
 		// --no-cache: download on every run, keep nothing (§7.2).
@@ -173,11 +173,9 @@ func (c *cli) index(repo repository, keys map[string]*rsa.PublicKey, refresh boo
 		return ix, nil, err
 	}
 	cache := c.cacheFile(repo)
-	if refresh {
-		ix, updateErr = c.refresh(repo, cache, keys)
-		if ix != nil {
-			return ix, nil, nil
-		}
+	ix, updateErr = c.refresh(repo, cache, keys)
+	if ix != nil {
+		return ix, nil, nil
 	}
 	raw, err := os.ReadFile(cache)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -191,7 +189,8 @@ func (c *cli) index(repo repository, keys map[string]*rsa.PublicKey, refresh boo
 }
 
 // refresh downloads the index into the cache unless the cached one is
-// young enough, as apk-tools 2.14's apk_cache_download does (§7.2):
+// young enough, as apk-tools 2.14's apk_cache_download does (§7.2,
+// src/database.c:656-668):
 //   - a cache no older than the max age is used without a request;
 //   - --force-refresh always downloads, with Cache-Control: no-cache and
 //     no If-Modified-Since;
@@ -341,7 +340,7 @@ func (c *cli) fetch(u string, ims time.Time) (data []byte, notModified bool, err
 // (src/app_update.c), the exit status is the number of unavailable and
 // stale repositories.
 func (c *cli) update() error {
-	l, err := c.indexes(true)
+	l, err := c.indexes()
 	if err != nil {
 		return err
 	}

@@ -49,7 +49,7 @@ func (c *cli) add(args []string) error {
 		return err
 	}
 	defer d.close()
-	l, err := c.indexes(true)
+	l, err := c.indexes()
 	if err != nil {
 		return err
 	}
