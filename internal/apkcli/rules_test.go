@@ -318,6 +318,8 @@ func TestIndexSignatures(t *testing.T) {
 		{name: "abuild key name with @", trusted: []apktest.Key{abuild}, signers: []apktest.Signer{{Key: abuild, Algorithm: "RSA"}}},
 		{name: "first signature with a key file is used", trusted: []apktest.Key{key},
 			signers: []apktest.Signer{{Key: other, Algorithm: "RSA"}, {Key: key, Algorithm: "RSA256"}}},
+		{name: "first signature with a key file decides, even if it fails", trusted: []apktest.Key{{Private: key.Private, Name: other.Name}, key},
+			signers: []apktest.Signer{{Key: other, Algorithm: "RSA"}, {Key: key, Algorithm: "RSA"}}, stderr: "BAD signature by " + other.Name},
 		{name: "key under another file name", trusted: []apktest.Key{{Private: key.Private, Name: "renamed.rsa.pub"}},
 			signers: []apktest.Signer{{Key: key, Algorithm: "RSA"}}, stderr: "UNTRUSTED signature"},
 		{name: "other key under the signature's name", trusted: []apktest.Key{{Private: other.Private, Name: key.Name}},
