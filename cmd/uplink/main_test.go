@@ -104,6 +104,7 @@ func TestValidate(t *testing.T) {
 		{"negative redis timeout", []string{"--redis-timeout", "-1s"}, []string{"--redis-timeout"}},
 		{"zero redis ttl", []string{"--redis-ttl", "0s"}, []string{"--redis-ttl"}},
 		{"negative ref cache ttl", []string{"--ref-cache-ttl", "-5s"}, []string{"--ref-cache-ttl"}},
+		{"zero client index ttl", []string{"--client-index-ttl", "0"}, []string{"--client-index-ttl"}},
 		{"negative shutdown timeout", []string{"--shutdown-timeout", "-1s"}, []string{"--shutdown-timeout"}},
 		{"tiny index cache", []string{"--index-cache-size", "1KiB"}, []string{"--index-cache-size"}},
 		{"tiny upload limit", []string{"--max-upload-size", "10"}, []string{"--max-upload-size"}},
