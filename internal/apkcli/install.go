@@ -56,9 +56,9 @@ func (c *cli) add(args []string) error {
 	named := c.namedIndexes(l.indexes, d)
 
 	world := mergeWorld(d.world, args, c.opts.upgrade)
-	pinned := map[string]bool{} // names the world gives a version constraint
+	pinned := map[string]bool{} // names the world gives an exact version
 	for _, w := range world {
-		if baseName(w) != w {
+		if op := strings.TrimPrefix(w, baseName(w)); strings.HasPrefix(op, "=") && !strings.HasPrefix(op, "=~") {
 			pinned[baseName(w)] = true
 		}
 	}

@@ -290,6 +290,14 @@ func TestVersionPins(t *testing.T) {
 		t.Errorf("after a failed add world = %q", got)
 	}
 
+	// A range that the installed version satisfies keeps it, without -u.
+	if out := mustApk(t, root, "add", "hello>=1.0-r0"); strings.Contains(out, "grading") {
+		t.Errorf("add hello>=1.0-r0 changed the version:\n%s", out)
+	}
+	if got := read(t, root, "etc/apk/world"); got != "hello>=1.0-r0\n" {
+		t.Errorf("world = %q, want hello>=1.0-r0", got)
+	}
+
 	// A bare name drops the pin but keeps the version; add -u then upgrades.
 	if out := mustApk(t, root, "add", "hello"); strings.Contains(out, "grading") {
 		t.Errorf("add hello changed the version:\n%s", out)
