@@ -64,6 +64,11 @@ func TestCLIRollback(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "step verify-package: done") || !strings.Contains(out, "succeeded") {
 		t.Fatalf("channel --commit: exit %d\n%s%s", code, out, stderr)
 	}
+	// The log is printed when the operation succeeded too: what each step did.
+	if log, _, ok := strings.Cut(out, "\noperation web.2 succeeded"); !ok || !strings.Contains(log, "\nlog of operation web.2:\n") ||
+		!strings.Contains(log, "verify-package") || !strings.Contains(log, a) {
+		t.Fatalf("channel --commit: no log before the outcome:\n%s", out)
+	}
 	out, _, code = runCLI(t, dir, env, "installations", "--json")
 	var list struct{ Installations []installation.View }
 	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Installations) != 1 || list.Installations[0].ResolvedCommit != a {
@@ -79,6 +84,12 @@ func TestCLIRollback(t *testing.T) {
 	out, stderr, code = runCLI(t, dir, env, "channel", "web", "--commit", x)
 	if code == 0 || !strings.Contains(stderr, `"hello" is not in`) || !strings.Contains(out, "failed") {
 		t.Fatalf("failing channel change: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	// The installation still runs A, and shows the failed change to X.
+	out, _, code = runCLI(t, dir, env, "installations", "web")
+	if code != 0 || !strings.Contains(out, "commit:          "+a+"\n") ||
+		!strings.Contains(out, "last attempt:    commit "+x[:12]+" by web.3, failed\n") || !strings.Contains(out, `"hello" is not in`) {
+		t.Fatalf("installations web after a failed change: exit %d\n%s", code, out)
 	}
 	var ops struct{ Operations []*operation.Operation }
 	api.Get(context.Background(), "/api/v1/operations?installation=web", &ops)

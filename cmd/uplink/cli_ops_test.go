@@ -348,13 +348,23 @@ func runCmd(cmd func([]string, io.Writer, io.Writer) int, args ...string) (stdou
 }
 
 // plainLines is what following a successful operation of testSteps prints
-// when stdout is not a terminal.
+// when stdout is not a terminal: the steps, the log, the outcome.
 func plainLines(id string) string {
 	s := "operation " + id + ": change-channel web: branch main (aaaaaaaaaaaa) -> commit bbbbbbbbbbbb\n"
 	for _, name := range testSteps {
 		s += "step " + name + ": running\nstep " + name + ": done\n"
 	}
-	return s + "operation " + id + " succeeded\n"
+	return s + logLines(id) + "operation " + id + " succeeded\n"
+}
+
+// logLines is how the log of a successful operation of testSteps is
+// printed once it ended.
+func logLines(id string) string {
+	s := "log of operation " + id + ":\n"
+	for i, name := range testSteps {
+		s += "  " + localTime(testTime.Add(time.Duration(i)*time.Second)) + " starting " + name + "\n"
+	}
+	return s
 }
 
 // TestWatchStream: Watch reads events whatever their framing (one data
@@ -772,7 +782,7 @@ func TestOps(t *testing.T) {
 	}
 	// Watching an operation that already ended: its steps, its outcome.
 	stdout, _, code = runCmd(cmdOps, f.args("watch", "web.2")...)
-	if code != 0 || !strings.HasSuffix(stdout, "step health-check: done\noperation web.2 succeeded\n") {
+	if code != 0 || !strings.HasSuffix(stdout, "step health-check: done\n"+logLines("web.2")+"operation web.2 succeeded\n") {
 		t.Fatalf("watch an ended operation: exit %d, stdout:\n%s", code, stdout)
 	}
 	stdout, stderr, code = runCmd(cmdOps, f.args("watch", "web.1")...)
@@ -844,14 +854,35 @@ func TestInstallations(t *testing.T) {
 	f.installations = []installation.View{
 		testView(),
 		{Name: "api", Spec: installation.Spec{App: "acme/api", Package: "api", Channel: operation.Channel{Branch: "main"}},
-			ResolvedCommit: commitA, RepositoryURL: "http://uplink:4080/distribution/main/acme/api"},
+			ResolvedCommit: commitA, RepositoryURL: "http://uplink:4080/distribution/main/acme/api",
+			LastAttempt: &installation.Attempt{Channel: operation.Channel{Branch: "bad"}, Commit: commitB, Operation: "api.3",
+				Error: "verify-package: package \"api\" is not in the x86_64 repository of commit " + commitB + "\nmore"}},
+		{Name: "new", Spec: installation.Spec{App: "acme/new", Package: "new"},
+			Pending: &installation.Attempt{Channel: operation.Channel{Commit: commitA}, Commit: commitA, Operation: "new.1"}},
 	}
 	stdout, stderr, code := runCmd(cmdInstallations, f.args()...)
-	want := "NAME  APP       PACKAGE  CHANNEL      COMMIT        REPOSITORY URL                                                                     LAST OP\n" +
-		"web   acme/web  web      tag v1.2     bbbbbbbbbbbb  http://uplink:4080/distribution/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/acme/web  web.2 succeeded\n" +
-		"api   acme/api  api      branch main  aaaaaaaaaaaa  http://uplink:4080/distribution/main/acme/api                                      -\n"
+	want := "NAME  APP       PACKAGE  CHANNEL      COMMIT        REPOSITORY URL                                                                     LAST OP          LAST ATTEMPT\n" +
+		"web   acme/web  web      tag v1.2     bbbbbbbbbbbb  http://uplink:4080/distribution/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/acme/web  web.2 succeeded  -\n" +
+		"api   acme/api  api      branch main  aaaaaaaaaaaa  http://uplink:4080/distribution/main/acme/api                                      -                branch bad (bbbbbbbbbbbb) by api.3\n" +
+		"new   acme/new  new      -            -             -                                                                                  -                -\n"
 	if code != 0 || stdout != want {
 		t.Fatalf("exit %d, stdout:\n%s\nwant:\n%s\nstderr:\n%s", code, stdout, want, stderr)
+	}
+
+	// In detail: the failed attempt under the channel the instances run,
+	// and the change that runs now.
+	stdout, _, code = runCmd(cmdInstallations, f.args("api")...)
+	for _, s := range []string{"channel:         branch main\n", "last attempt:    branch bad (bbbbbbbbbbbb) by api.3, failed\n",
+		"attempt error:   verify-package: package \"api\" is not in the x86_64 repository of commit " + commitB + "\n"} {
+		if code != 0 || !strings.Contains(stdout, s) {
+			t.Fatalf("detail of a failed attempt: exit %d, stdout lacks %q:\n%s", code, s, stdout)
+		}
+	}
+	stdout, _, code = runCmd(cmdInstallations, f.args("new")...)
+	for _, s := range []string{"channel:         -\n", "repository url:  -\n", "changing to:     commit aaaaaaaaaaaa by new.1\n"} {
+		if code != 0 || !strings.Contains(stdout, s) || strings.Contains(stdout, "last attempt") {
+			t.Fatalf("detail of a pending change: exit %d, stdout lacks %q:\n%s", code, s, stdout)
+		}
 	}
 
 	stdout, _, code = runCmd(cmdInstallations, f.args("web")...)

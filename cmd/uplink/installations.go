@@ -78,6 +78,18 @@ func endpointString(e *operation.Endpoint) string {
 	return channelString(&e.Channel)
 }
 
+// attemptString is "branch bad (0123456789ab) by web.3", or "-".
+func attemptString(a *installation.Attempt) string {
+	if a == nil {
+		return "-"
+	}
+	s := channelString(&a.Channel)
+	if a.Commit != "" && a.Channel.Commit == "" {
+		s += " (" + short(a.Commit) + ")"
+	}
+	return s + " by " + a.Operation
+}
+
 // opSummary is "<id> <state>", or "-".
 func opSummary(op *operation.Operation) string {
 	if op == nil {
@@ -142,10 +154,10 @@ func cmdInstallations(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tAPP\tPACKAGE\tCHANNEL\tCOMMIT\tREPOSITORY URL\tLAST OP")
+	fmt.Fprintln(tw, "NAME\tAPP\tPACKAGE\tCHANNEL\tCOMMIT\tREPOSITORY URL\tLAST OP\tLAST ATTEMPT")
 	for _, v := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.App, v.Package, channelString(&v.Channel),
-			orDash(short(v.ResolvedCommit)), orDash(v.RepositoryURL), opSummary(v.LastOperation))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Name, v.App, v.Package, channelString(&v.Channel),
+			orDash(short(v.ResolvedCommit)), orDash(v.RepositoryURL), opSummary(v.LastOperation), attemptString(v.LastAttempt))
 	}
 	tw.Flush()
 	return 0
@@ -192,6 +204,16 @@ func printInstallation(w io.Writer, v installation.View) {
 		}
 	} else {
 		row("last operation", "-")
+	}
+	if v.Pending != nil {
+		row("changing to", attemptString(v.Pending))
+	}
+	if a := v.LastAttempt; a != nil {
+		// The channel above is what the instances run; this change failed.
+		row("last attempt", attemptString(a)+", failed")
+		if a.Error != "" {
+			row("attempt error", firstLine(a.Error))
+		}
 	}
 	tw.Flush()
 	if len(v.Observed) > 0 {

@@ -190,9 +190,10 @@ type reporter interface {
 }
 
 // follow follows operation id until it ends: a progress bar on a
-// terminal, else a line per step state change, and a final line. With
-// jsonOut, the final operation is printed on stdout and the progress goes
-// to stderr. A failed operation's log goes to stderr; exit 1.
+// terminal, else a line per step state change, then the operation's log
+// (what apk did in each instance) and a final line. With jsonOut, the
+// final operation is printed on stdout and the progress goes to stderr.
+// A failed operation's log goes to stderr; exit 1.
 func follow(ctx context.Context, c *client.Client, id string, jsonOut bool, stdout, stderr io.Writer) int {
 	progress := stdout
 	if jsonOut {
@@ -214,6 +215,10 @@ func follow(ctx context.Context, c *client.Client, id string, jsonOut bool, stdo
 		return fail(stderr, fmt.Errorf("following operation %s: %w", id, err))
 	}
 	if op.State == operation.Succeeded {
+		if len(op.Log) > 0 {
+			fmt.Fprintf(progress, "log of operation %s:\n", op.ID)
+			printLog(progress, op, "  ")
+		}
 		fmt.Fprintf(progress, "operation %s succeeded\n", op.ID)
 	} else {
 		msg := op.Error

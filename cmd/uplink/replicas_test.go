@@ -158,8 +158,8 @@ func TestReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r2.installation(t); got.Channel.Commit != a || got.LastOperation.ID != op.ID {
-		t.Fatalf("r2 sees channel %+v, last op %s; want the pin to A by %s", got.Channel, got.LastOperation.ID, op.ID)
+	if got := r2.installation(t); got.Pending == nil || got.Pending.Channel.Commit != a || got.Pending.Operation != op.ID || got.LastOperation.ID != op.ID {
+		t.Fatalf("r2 sees pending %+v, last op %s; want the pin to A by %s", got.Pending, got.LastOperation.ID, op.ID)
 	}
 	waitDone(t, r2, op.ID, time.Minute)
 
