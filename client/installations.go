@@ -56,7 +56,9 @@ func (c *Client) DeleteInstallation(ctx context.Context, name string) (*operatio
 }
 
 // SetChannel changes an installation's channel and returns the operation
-// that carries the change out. to names exactly one of a commit (full or
+// that carries the change out; the installation's channel moves when that
+// operation succeeds (if it fails, View.LastAttempt says so and the
+// channel stays). to names exactly one of a commit (full or
 // abbreviated SHA) to pin to, a tag to pin to the commit it names now, or
 // a branch to track. While another operation of the installation runs,
 // the error is a *BusyError.
