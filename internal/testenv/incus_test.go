@@ -122,9 +122,14 @@ func testAPKEndToEnd(t *testing.T, d *Incus) {
 		t.Errorf("hi: exit %d, %q", res.Return, res.Stdout)
 	}
 
-	// A new version: `apk add --upgrade` after `apk update` installs it.
+	// A new version. Like apk-tools 2.14, a plain `apk update` keeps an
+	// index younger than 4 h (apk-protocol.md §7.2): it does not see it.
 	repo.publish(apktest.BuildRepository(t, key, "x86_64", helloPackage("1.1-r0"), libhelloPackage))
-	res = run("apk update && apk add --upgrade hello")
+	if res := run("apk update && apk add --upgrade hello"); res.Return != 0 || strings.Contains(res.Stdout, "Upgrading") || strings.Contains(res.Stdout, "fetch ") {
+		t.Errorf("plain apk update: exit %d, fetched or upgraded from a cached index younger than 4 h", res.Return)
+	}
+	// --force-refresh always fetches; then `apk add --upgrade` installs it.
+	res = run("apk --force-refresh update && apk add --upgrade hello")
 	if res.Return != 0 || !strings.Contains(res.Stdout, "Upgrading hello (1.0-r0 -> 1.1-r0)") {
 		t.Fatalf("apk add --upgrade hello: exit %d", res.Return)
 	}
@@ -140,7 +145,7 @@ func testAPKEndToEnd(t *testing.T, d *Incus) {
 		t.Errorf("apk add nosuch: exit %d, stderr %q", res.Return, res.Stderr)
 	}
 	repo.publish(apktest.BuildRepository(t, apktest.GenerateKey(t), "x86_64", helloPackage("1.2-r0"), libhelloPackage))
-	if res := run("apk update"); res.Return == 0 || !strings.Contains(res.Stderr, "UNTRUSTED signature") {
+	if res := run("apk --force-refresh update"); res.Return == 0 || !strings.Contains(res.Stderr, "UNTRUSTED signature") {
 		t.Errorf("apk update from an untrusted signer: exit %d, stderr %q", res.Return, res.Stderr)
 	}
 }
