@@ -52,6 +52,9 @@ type Config struct {
 	DefaultProject string
 	// Observe reports an installation's instances; may be nil.
 	Observe func(ctx context.Context, name, project string) []Instance
+	// Keys finds the key an installation names by key_name alone; may be
+	// nil (public_key is then required).
+	Keys KeyLookup
 }
 
 // Service manages installations and keeps their operations; it is the
@@ -262,6 +265,9 @@ func (s *Service) Put(ctx context.Context, name string, spec Spec) (View, *opera
 	}
 	if !ok {
 		return View{}, nil, false, invalid("unknown app %q: nothing is published for it", spec.App)
+	}
+	if err := s.fillKey(ctx, app, &spec); err != nil {
+		return View{}, nil, false, err
 	}
 	to, err := s.resolve(ctx, app, spec.Channel)
 	if errors.Is(err, ref.ErrNotFound) {

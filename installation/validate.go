@@ -1,13 +1,16 @@
 package installation
 
 import (
+	"context"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/operation"
 	"github.com/uplinkhq/uplink/ref"
 )
@@ -93,14 +96,15 @@ func normalize(spec *Spec) error {
 			return err
 		}
 	}
-	if err := validKey(spec.PublicKey); err != nil {
-		return err
+	// Without public_key, key_name names a key registered for the app
+	// (fillKey looks it up).
+	if spec.PublicKey != "" {
+		if err := validKey(spec.PublicKey); err != nil {
+			return err
+		}
 	}
-	if err := artifact.ValidName("key_name", spec.KeyName); err != nil {
+	if err := distribution.ValidKeyName("key_name", spec.KeyName); err != nil {
 		return err
-	}
-	if !strings.HasSuffix(spec.KeyName, ".rsa.pub") {
-		return invalid("key_name %q: apk finds keys by the exact name the index signature names, <name>.rsa.pub", spec.KeyName)
 	}
 	if len(spec.HealthCommand) > 64 {
 		return invalid("health_command: at most 64 arguments")
@@ -110,6 +114,41 @@ func normalize(spec *Spec) error {
 			return invalid("health_command[%d]: empty program, NUL or longer than 4096 bytes", i)
 		}
 	}
+	return nil
+}
+
+// KeyLookup finds the keys registered for an app (distribution.Keys).
+type KeyLookup interface {
+	// PEM returns the key as registered; ref.ErrNotFound when unknown.
+	PEM(ctx context.Context, app artifact.App, name string) ([]byte, error)
+	Names(ctx context.Context, app artifact.App) ([]string, error)
+}
+
+// fillKey gives a spec that names its key by key_name alone the key
+// registered under that name.
+func (s *Service) fillKey(ctx context.Context, app artifact.App, spec *Spec) error {
+	if spec.PublicKey != "" {
+		return nil
+	}
+	if s.cfg.Keys == nil {
+		return invalid("public_key: missing")
+	}
+	pem, err := s.cfg.Keys.PEM(ctx, app, spec.KeyName)
+	if errors.Is(err, ref.ErrNotFound) {
+		names, err := s.cfg.Keys.Names(ctx, app)
+		if err != nil {
+			return err
+		}
+		have := "none is registered"
+		if len(names) > 0 {
+			have = "registered: " + strings.Join(names, ", ")
+		}
+		return &UnusableError{Msg: fmt.Sprintf("key_name %q: no key of that name is registered for %s (%s); register it (uplink keys add) or give public_key", spec.KeyName, app, have)}
+	}
+	if err != nil {
+		return err
+	}
+	spec.PublicKey = string(pem)
 	return nil
 }
 

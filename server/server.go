@@ -194,9 +194,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	indexes := cache.NewBlobs(cfg.IndexCacheSize, distribution.LoadIndex(drv), reg)
 
+	keys := distribution.NewKeys(drv)
 	installations := installation.New(installation.Config{
 		Storage: drv, Refs: s.refs, Resolver: s.cache, DistributionURL: cfg.DistributionURL, DefaultProject: cfg.IncusProject,
-		Kick: func() { s.engine.Kick() },
+		Kick: func() { s.engine.Kick() }, Keys: keys,
 	})
 	var backend operation.Backend = operation.NoBackend{Delay: cfg.NoBackendDelay}
 	var authorize func(context.Context, artifact.App, netip.Addr) error
@@ -237,10 +238,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Redis: rc, Prefix: cfg.RedisPrefix, TTL: cfg.ClientIndexTTL, RedisTimeout: cfg.RedisTimeout,
 		RefStaleness: cfg.RefCacheTTL, Logger: log, Registerer: reg,
 	})
-	distribution.New(distribution.Config{
+	dh := distribution.New(distribution.Config{
 		Storage: drv, Refs: s.cache, Indexes: indexes, Allow: cfg.AllowCIDR, Authorize: authorize, Clients: clients,
 		Logger: log, Registerer: reg,
-	}).Register(s.dist)
+	})
+	dh.Register(s.dist)
+	dh.RegisterKeys(s.dist, keys)
 	s.dist.RouteNotFound("/*", func(c echo.Context) error {
 		return c.String(http.StatusNotFound, "not found: repositories are under /distribution/\n")
 	})
@@ -248,7 +251,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.admin = newEcho(log, true)
 	api := admin.New(admin.Config{
 		Storage: drv, Refs: s.refs, Cache: s.cache, Installations: installations, Tokens: tokens, MaxUpload: cfg.MaxUpload,
-		TempDir: cfg.DataDir, Logger: log,
+		TempDir: cfg.DataDir, Logger: log, Keys: keys, Validator: &distribution.Validator{Storage: drv, Keys: keys},
 	})
 	s.admin.HTTPErrorHandler = api.ErrorHandler
 	api.Register(s.admin)
