@@ -50,8 +50,9 @@ func (a *API) putInstallation(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if op != nil {
-		a.log.Info("installation channel set", "installation", v.Name, "channel", v.Channel.String(), "operation", op.ID)
+	if op != nil && op.To != nil {
+		// v still shows the channel the instances run; op moves them.
+		a.log.Info("installation channel change started", "installation", v.Name, "channel", op.To.Channel.String(), "operation", op.ID)
 	}
 	if created {
 		return c.JSON(http.StatusCreated, v)
