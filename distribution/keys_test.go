@@ -1,6 +1,7 @@
 package distribution_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -240,5 +241,23 @@ func TestServeKeys(t *testing.T) {
 	keys2.Put(t.Context(), acme, alpineKey, pemA)
 	if w := fetch(e2, http.MethodGet, "/keys/acme/hello/"+alpineKey); w.Code != http.StatusForbidden {
 		t.Fatalf("outside the allow-list: %d", w.Code)
+	}
+	// So does the per-app check (Incus leases): refused is 403, unable
+	// to decide 503, and it is asked about the right app and client.
+	var verdict error
+	var asked artifact.App
+	e3 := echo.New()
+	distribution.New(distribution.Config{Authorize: func(_ context.Context, app artifact.App, _ netip.Addr) error {
+		asked = app
+		return verdict
+	}}).RegisterKeys(e3, keys)
+	for _, tc := range []struct {
+		verdict error
+		status  int
+	}{{nil, http.StatusOK}, {distribution.ErrForbidden, http.StatusForbidden}, {errors.New("incus down"), http.StatusServiceUnavailable}} {
+		verdict = tc.verdict
+		if w := fetch(e3, http.MethodGet, "/keys/acme/hello/"+alpineKey); w.Code != tc.status || asked != acme {
+			t.Errorf("authorize %v: %d for %v, want %d", tc.verdict, w.Code, asked, tc.status)
+		}
 	}
 }
