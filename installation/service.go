@@ -799,8 +799,8 @@ func (s *Service) Reconcile(ctx context.Context, name string, observed []Instanc
 			}
 			labelled++
 			if v, ok := target.Version(in.Arch); ok && in.Version != v {
-				got := in.Version
-				if got == "" {
+				got := r.Spec.Package + " " + in.Version
+				if in.Version == "" {
 					got = "no " + r.Spec.Package
 				}
 				drifted = append(drifted, fmt.Sprintf("%s has %s installed, not %s", in.Name, got, v))
