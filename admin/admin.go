@@ -273,7 +273,12 @@ func (a *API) validate(ctx context.Context, app artifact.App, req ref.PublishReq
 	if len(archs) == 0 {
 		return &ref.MissingIndexError{Prefix: artifact.CommitPrefix(app, commit)}
 	}
-	return a.cfg.Validator.Validate(ctx, app, commit, archs)
+	err = a.cfg.Validator.Validate(ctx, app, commit, archs)
+	var ve *distribution.ValidationError
+	if errors.As(err, &ve) {
+		a.log.Info("publish refused", "app", app.String(), "commit", commit, "code", ve.Code, "problems", len(ve.Problems)+ve.Omitted)
+	}
+	return err
 }
 
 // upload stores one artifact file. Bytes under a published commit never
