@@ -116,17 +116,6 @@ func commitOf(app string, i int) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// publishCLI publishes the repository through a running uplink's admin
-// API, the way CI does.
-func (b *bench) publishCLI(ctx context.Context, u *uplink, d *dataset) error {
-	out, err := b.command(ctx, b.tools.uplink, "publish", d.dir, "--app", d.app.String(),
-		"--commit", d.commit, "--branch", "main", "--addr", u.admin, "--token", b.token)
-	if err != nil {
-		return fmt.Errorf("uplink publish: %v\n%s", err, out)
-	}
-	return nil
-}
-
 // publishDirect writes an index straight into storage and publishes the
 // commit with ref.Store, as CI that uploads to S3 itself does.
 func publishDirect(ctx context.Context, d storage.Driver, store *ref.Store, app artifact.App, commit, branch string, index []byte) error {
@@ -168,6 +157,15 @@ func (b *bench) populateLarge(ctx context.Context) error {
 }
 
 func (b *bench) fillLarge(ctx context.Context, d storage.Driver) error {
+	if err := b.publishData(ctx, d); err != nil {
+		return err
+	}
+	return populate(ctx, d, b.data, b.plan.scale)
+}
+
+// publishData stores the one-app data set's package and index in d and
+// publishes its commit on main.
+func (b *bench) publishData(ctx context.Context, d storage.Driver) error {
 	pkg, err := os.ReadFile(filepath.Join(b.data.dir, arch, b.data.pkgFile))
 	if err != nil {
 		return err
@@ -176,10 +174,7 @@ func (b *bench) fillLarge(ctx context.Context, d storage.Driver) error {
 	if _, err := d.Put(ctx, key, bytes.NewReader(pkg), int64(len(pkg)), storage.Condition{}); err != nil {
 		return err
 	}
-	if err := publishDirect(ctx, d, ref.NewStore(d), b.data.app, b.data.commit, "main", b.data.index); err != nil {
-		return err
-	}
-	return populate(ctx, d, b.data, b.plan.scale)
+	return publishDirect(ctx, d, ref.NewStore(d), b.data.app, b.data.commit, "main", b.data.index)
 }
 
 // scale is the size of the large data set.

@@ -14,6 +14,8 @@ import (
 
 	"github.com/uplinkhq/uplink/artifact"
 	"github.com/uplinkhq/uplink/ref"
+	"github.com/uplinkhq/uplink/storage"
+	"github.com/uplinkhq/uplink/storage/filesystem"
 	"github.com/uplinkhq/uplink/storage/s3"
 )
 
@@ -121,18 +123,24 @@ func (b *bench) measureAll(ctx context.Context) (*results, error) {
 	return res, nil
 }
 
-// prepare publishes the repository through each uplink's admin API and
-// starts nginx on the files uplink-fs stored.
+// prepare writes the repository into uplink-fs's store and the bucket
+// and publishes it, as CI that uploads to S3 itself does, then starts
+// nginx on the files uplink-fs stored. Not through the admin API: the
+// index's filler entries name packages that do not exist, which a
+// publish through the API refuses (422 incomplete).
 func (b *bench) prepare(ctx context.Context) error {
 	b.fsDir = b.mkdir("uplink-fs")
-	for _, st := range []store{{dir: b.fsDir}, {dir: b.mkdir("uplink-publish-s3"), bucket: s3Bucket}} {
-		u, err := b.startUplink(ctx, "uplink-publish", st)
-		if err != nil {
-			return err
-		}
-		err = b.publishCLI(ctx, u, b.data)
-		b.procs.stop(u.proc)
-		if err != nil {
+	fs, err := filesystem.New(filepath.Join(b.fsDir, "storage"))
+	if err != nil {
+		return err
+	}
+	defer fs.Close()
+	bucket, err := s3.New(ctx, b.s3Config(s3Bucket))
+	if err != nil {
+		return err
+	}
+	for _, d := range []storage.Driver{fs, bucket} {
+		if err := b.publishData(ctx, d); err != nil {
 			return err
 		}
 	}
