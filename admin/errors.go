@@ -64,7 +64,7 @@ func toError(err error) *Error {
 		}
 		return errorf(he.Code, codeFor(he.Code), "%s", msg)
 	case errors.As(err, &mi):
-		return errorf(http.StatusUnprocessableEntity, "missing_index", "%s", mi.Error())
+		return errorf(http.StatusUnprocessableEntity, "missing", "%s", mi.Error())
 	case errors.As(err, &val):
 		e := errorf(http.StatusUnprocessableEntity, val.Code, "%s", val.Error())
 		e.Problems, e.Omitted = val.Problems, val.Omitted

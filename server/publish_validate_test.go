@@ -168,7 +168,7 @@ func TestPublishValidation(t *testing.T) {
 		// No index at all: today's answer.
 		none := commitOf("none")
 		uploadAll(t, n, none, map[string][]byte{pkg: files[pkg]})
-		admWantError(t, "no index", publishRaw(t, n, none, "main"), http.StatusUnprocessableEntity, "missing_index")
+		admWantError(t, "no index", publishRaw(t, n, none, "main"), http.StatusUnprocessableEntity, "missing")
 	})
 }
 
