@@ -301,7 +301,7 @@ func readFile(ctx context.Context, c *ProtocolIncus, inst, path string) (string,
 // exec runs a command, putting its output in the operation log; a
 // non-zero exit is an error.
 func (b *Backend) exec(ctx context.Context, c *ProtocolIncus, inst string, cmd []string, log func(string)) error {
-	log("$ " + strings.Join(cmd, " "))
+	log(inst + ": $ " + strings.Join(cmd, " ")) // which instance the output below is from
 	var out bytes.Buffer
 	code, err := c.ExecInstance(ctx, inst, InstanceExecPost{Command: cmd, RecordOutput: true, Environment: map[string]string{"HOME": "/root"}},
 		&InstanceExecArgs{Stdout: &out, Stderr: &out})

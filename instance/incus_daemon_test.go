@@ -432,7 +432,7 @@ func daemonInstall(t *testing.T, ctx context.Context, d *testenv.Incus, c *Proto
 	if err == nil || !strings.Contains(err.Error(), "hello 1.0-r0") || !strings.Contains(err.Error(), "not 2.0-r0") {
 		t.Fatalf("an apk that installed nothing: %v\n%s", err, strings.Join(log, "\n"))
 	}
-	for _, want := range []string{"$ apk --force-refresh update", "$ apk add hello=2.0-r0", "lazy apk: add hello=2.0-r0"} {
+	for _, want := range []string{name + ": $ apk --force-refresh update", name + ": $ apk add hello=2.0-r0", "lazy apk: add hello=2.0-r0"} {
 		if !slices.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, strings.Join(log, "\n"))
 		}
