@@ -4,6 +4,7 @@
 package installation
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/uplinkhq/uplink/operation"
@@ -106,4 +107,26 @@ type View struct {
 	// failed since the last success.
 	Pending     *Attempt `json:"pending,omitempty"`
 	LastAttempt *Attempt `json:"last_attempt,omitempty"`
+}
+
+// UnmarshalJSON reads a record, also as uplink wrote it before
+// PendingUpgrades: its one held publish, to the branch the record then
+// named, is kept rather than lost across the upgrade.
+func (r *Record) UnmarshalJSON(b []byte) error {
+	type plain Record
+	var v struct {
+		plain
+		PendingUpgrade string `json:"pending_upgrade"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = Record(v.plain)
+	if branch := r.Spec.Channel.Branch; v.PendingUpgrade != "" && branch != "" && r.PendingUpgrades[branch] == "" {
+		if r.PendingUpgrades == nil {
+			r.PendingUpgrades = map[string]string{}
+		}
+		r.PendingUpgrades[branch] = v.PendingUpgrade
+	}
+	return nil
 }
