@@ -200,6 +200,7 @@ type S3 struct {
 	Region    string
 
 	client *minio.Client
+	ctl    *s3Process // Stop, Start, Freeze, Thaw (s3control.go)
 }
 
 // StartS3 starts versitygw, stopped when t ends. Start-up takes ~0.1s, so
@@ -224,7 +225,7 @@ func StartS3(t testing.TB) *S3 {
 	args := versitygwArgs(s, data)
 	endpoint := "http://" + s.Endpoint + "/"
 	hc := &http.Client{Timeout: time.Second}
-	p := start(t, "versitygw", bin, args, dir, func() error {
+	ready := func() error {
 		// Any S3 answer (403 to an anonymous request) means it serves.
 		resp, err := hc.Get(endpoint)
 		if err != nil {
@@ -235,8 +236,10 @@ func StartS3(t testing.TB) *S3 {
 			return fmt.Errorf("not an S3 answer: %s", resp.Status)
 		}
 		return nil
-	})
-	t.Cleanup(p.kill)
+	}
+	p := start(t, "versitygw", bin, args, dir, ready)
+	s.ctl = &s3Process{t: t, bin: bin, args: args, dir: dir, ready: ready, proc: p}
+	t.Cleanup(s.Stop)
 
 	client, err := minio.New(s.Endpoint, &minio.Options{
 		Creds:        credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
