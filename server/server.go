@@ -190,7 +190,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.cache = cache.NewRefs(s.refs, cache.RefsConfig{
 		Redis: rc, Prefix: cfg.RedisPrefix, TTL: cfg.RefCacheTTL, RedisTTL: cfg.RedisTTL,
-		RedisTimeout: cfg.RedisTimeout, Logger: log, Registerer: reg,
+		RedisTimeout: cfg.RedisTimeout, Logger: log, Registerer: reg, Identity: cache.StorageIdentity(drv),
 	})
 	indexes := cache.NewBlobs(cfg.IndexCacheSize, distribution.LoadIndex(drv), reg)
 
