@@ -3,6 +3,7 @@ package ref
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/uplinkhq/uplink/artifact"
 )
@@ -21,6 +22,9 @@ func ValidName(what, s string) error {
 		return fmt.Errorf("%w: empty %s", artifact.ErrInvalid, what)
 	case len(s) > MaxNameLength:
 		return bad(fmt.Sprintf("is longer than %d bytes", MaxNameLength))
+	case !utf8.ValidString(s):
+		// Storage keys are UTF-8; anything else would be mangled, not kept.
+		return bad("is not valid UTF-8")
 	case s == "@":
 		return bad("is not a name")
 	case s[0] == '-':

@@ -37,6 +37,8 @@ type Move struct {
 	Commit   string    `json:"commit"`
 	Previous string    `json:"previous,omitempty"`
 	At       time.Time `json:"at"`
+	// Publish is the id of the publish intent that made this move.
+	Publish string `json:"publish,omitempty"`
 }
 
 // Branch is a branch head. History is newest first; History[0] is the
@@ -51,6 +53,8 @@ type Branch struct {
 type Tag struct {
 	Commit    string    `json:"commit"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Publish is the id of the publish intent that last moved the tag.
+	Publish string `json:"publish,omitempty"`
 }
 
 // Pointer is what the refs listing shows of a branch or tag.
@@ -77,6 +81,9 @@ type PublishRequest struct {
 // MaxTextLength bounds a build's message and author.
 const MaxTextLength = 64 << 10
 
+// MaxTags bounds the tags one publish moves.
+const MaxTags = 100
+
 // NotFoundError says which ref or build does not exist.
 type NotFoundError struct{ What string }
 
@@ -102,6 +109,10 @@ type Store struct {
 	Retention int
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// AfterPublish, when set, is told of every completed publish, by its
+	// request or by Recover, before its intent is removed (so at least
+	// once): where caches and installations hear of it.
+	AfterPublish func(ctx context.Context, p Published)
 }
 
 // NewStore returns a Store on d.
@@ -183,10 +194,12 @@ func (s *Store) Archs(ctx context.Context, app artifact.App, commit string) ([]s
 	return archs, nil
 }
 
-// Publish records a build and moves its branch and tags to it. Each
-// pointer moves by compare-and-swap, so racing publishers never lose an
-// update; the build record is written first, so a pointer never names a
-// build that does not exist.
+// Publish records a build and moves its branch and tags to it, atomically
+// across crashes (see intent.go): a failed or interrupted publish is
+// completed by its retry or by Recover. Each pointer moves by
+// compare-and-swap, so racing publishers never lose an update; the build
+// record is written first, so a pointer never names a build that does not
+// exist.
 func (s *Store) Publish(ctx context.Context, app artifact.App, req PublishRequest) (Build, error) {
 	if err := app.Validate(); err != nil {
 		return Build{}, err
@@ -195,6 +208,7 @@ func (s *Store) Publish(ctx context.Context, app artifact.App, req PublishReques
 	if err != nil {
 		return Build{}, err
 	}
+	req.Commit = commit
 	if req.Branch != "" {
 		if err := ValidName("branch", req.Branch); err != nil {
 			return Build{}, err
@@ -208,65 +222,33 @@ func (s *Store) Publish(ctx context.Context, app artifact.App, req PublishReques
 	if len(req.Message) > MaxTextLength || len(req.Author) > MaxTextLength {
 		return Build{}, fmt.Errorf("%w: message or author longer than %d bytes", artifact.ErrInvalid, MaxTextLength)
 	}
-	archs, err := s.Archs(ctx, app, commit)
+	if len(req.Tags) > MaxTags {
+		return Build{}, fmt.Errorf("%w: more than %d tags", artifact.ErrInvalid, MaxTags)
+	}
+	in, err := s.pendingIntent(ctx, app, req)
 	if err != nil {
 		return Build{}, err
 	}
-	if len(archs) == 0 {
-		return Build{}, &MissingIndexError{Prefix: artifact.CommitPrefix(app, commit)}
-	}
-
-	build := Build{Commit: commit, Branch: req.Branch, Archs: archs, Message: req.Message, Author: req.Author, PublishedAt: s.now().UTC()}
-	// A build is recorded once; publishing it again (another branch, new
-	// tags) keeps the first record.
-	err = storage.UpdateJSON(ctx, s.d, buildKey(app, commit), func(cur *Build, exists bool) (bool, error) {
-		if exists {
-			build = *cur
-			return false, nil
+	resumed := in != nil
+	if in == nil {
+		archs, err := s.Archs(ctx, app, commit)
+		if err != nil {
+			return Build{}, err
 		}
-		*cur = build
-		return true, nil
-	})
+		if len(archs) == 0 {
+			return Build{}, &MissingIndexError{Prefix: artifact.CommitPrefix(app, commit)}
+		}
+		if in, err = s.newIntent(ctx, app, req, archs); err != nil {
+			return Build{}, err
+		}
+	}
+	build, branch, err := s.apply(ctx, app, in, resumed)
 	if err != nil {
 		return Build{}, err
 	}
-	// Idempotent: the same key for the same record, so a retry after a
-	// crash fills in what the crash left out.
-	for _, step := range []struct {
-		key string
-		v   any
-	}{{journalKey(app, build), map[string]string{"commit": commit}}, {appMarkerKey(app), map[string]any{}}} {
-		if err := s.putJSON(ctx, step.key, step.v, storage.Condition{IfAbsent: true}); err != nil && !errors.Is(err, storage.ErrConditionFailed) {
-			return Build{}, err
-		}
-	}
-
-	if req.Branch != "" {
-		err := storage.UpdateJSON(ctx, s.d, branchKey(app, req.Branch), func(cur *Branch, _ bool) (bool, error) {
-			if cur.Commit == commit {
-				return false, nil
-			}
-			at := moveTime(s.now(), cur.UpdatedAt)
-			cur.History = slices.Insert(cur.History, 0, Move{Commit: commit, Previous: cur.Commit, At: at})
-			cur.Commit, cur.UpdatedAt = commit, at
-			return true, nil
-		})
-		if err != nil {
-			return Build{}, err
-		}
-	}
-	for _, name := range req.Tags {
-		err := storage.UpdateJSON(ctx, s.d, tagKey(app, name), func(cur *Tag, _ bool) (bool, error) {
-			if cur.Commit == commit {
-				return false, nil
-			}
-			cur.Commit, cur.UpdatedAt = commit, moveTime(s.now(), cur.UpdatedAt)
-			return true, nil
-		})
-		if err != nil {
-			return Build{}, err
-		}
-	}
+	// Complete once applied: a failure to remove the intent only leaves
+	// Recover an idempotent no-op to do.
+	_ = s.finish(ctx, app, in, build, branch, false)
 	return s.withTags(ctx, app, []Build{build})[0], nil
 }
 
