@@ -44,7 +44,7 @@ func setup(b testing.TB, indexSize int, authorize ...func(context.Context, artif
 	}
 	e := echo.New()
 	cfg := distribution.Config{
-		Storage: d, Refs: cache.NewRefs(store, cache.RefsConfig{}), Indexes: cache.NewBlobs(64<<20, distribution.LoadIndex(d), nil),
+		Storage: d, Refs: cache.NewRefs(store, cache.RefsConfig{}), Indexes: cache.NewBlobs(64<<20, distribution.LoadIndex(d, 0), nil),
 		Clients: distribution.NewClientIndexes(distribution.ClientIndexConfig{}), // as `uplink serve` runs
 	}
 	if len(authorize) > 0 {

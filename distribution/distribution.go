@@ -54,7 +54,13 @@ type Config struct {
 	// Clients, when set, remembers which commit's index each client got
 	// through a branch, and packages asked for through the branch come
 	// from that commit first.
-	Clients    *ClientIndexes
+	Clients *ClientIndexes
+	// StorageTimeout bounds each storage wait of a response: to the first
+	// byte, then per read (DefaultStorageTimeout when zero).
+	StorageTimeout time.Duration
+	// MaxRanges bounds the ranges of one request, once coalesced
+	// (DefaultMaxRanges when zero); beyond it the whole file is answered.
+	MaxRanges  int
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -66,6 +72,7 @@ type Handler struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	bytes    *prometheus.CounterVec
+	aborted  *prometheus.CounterVec
 	series   sync.Map // requestLabels → prometheus.Counter
 }
 
@@ -74,12 +81,18 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.StorageTimeout <= 0 {
+		cfg.StorageTimeout = DefaultStorageTimeout
+	}
+	if cfg.MaxRanges <= 0 {
+		cfg.MaxRanges = DefaultMaxRanges
+	}
 	h := &Handler{
 		cfg: cfg,
 		log: cfg.Logger,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "uplink_distribution_requests_total",
-			Help: "Distribution requests by file kind (index, package, invalid), ref kind and status code.",
+			Help: "Distribution requests by file kind (index, package, invalid), ref kind and status code; code \"aborted\" for a response cut after its headers (see uplink_distribution_aborted_total).",
 		}, []string{"file", "ref_kind", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "uplink_distribution_request_duration_seconds",
@@ -90,9 +103,19 @@ func New(cfg Config) *Handler {
 			Name: "uplink_distribution_bytes_total",
 			Help: "Body bytes sent by distribution responses.",
 		}, []string{"file"}),
+		aborted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "uplink_distribution_aborted_total",
+			Help: "Responses aborted after their headers because storage failed mid-body, by file kind and reason (timeout, error): the client saw a cut connection.",
+		}, []string{"file", "reason"}),
+	}
+	// Export zeros, so an alert on the rate works before the first abort.
+	for _, file := range []string{"index", "package"} {
+		for _, reason := range []string{"timeout", "error"} {
+			h.aborted.WithLabelValues(file, reason)
+		}
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(h.requests, h.duration, h.bytes)
+		cfg.Registerer.MustRegister(h.requests, h.duration, h.bytes, h.aborted)
 	}
 	return h
 }
@@ -127,6 +150,9 @@ func (h *Handler) Serve(c echo.Context) error {
 			status = http.StatusOK
 		}
 		c.Response().Status, c.Response().Size, c.Response().Committed = status, rw.written, true
+		if rw.aborted {
+			status = codeAborted
+		}
 		h.observe(fileKind, refKind, status, rw.written, time.Since(start))
 		*rw = responseWriter{}
 		writers.Put(rw)
@@ -238,6 +264,7 @@ func (h *Handler) serveIndex(w *responseWriter, r *http.Request, req Request, re
 	// Last-Modified is when the ref moved to this commit, never the file's
 	// time: apk compares it with when it downloaded its copy.
 	if !simple(r) {
+		limitRanges(r, int64(len(blob.Data)), h.cfg.MaxRanges)
 		http.ServeContent(w, r, "", res.Modified, bytes.NewReader(blob.Data))
 		h.received(r, req, res, client, w.status)
 		return
@@ -316,12 +343,19 @@ func notModified(r *http.Request, modified time.Time) bool {
 
 var errTooLarge = errors.New("index too large to hold in memory")
 
-// LoadIndex reads an index into memory for the index cache.
-func LoadIndex(s storage.Getter) cache.Loader {
+// LoadIndex reads an index into memory for the index cache. Storage has
+// timeout to answer, and as long again for each read after that
+// (DefaultStorageTimeout when zero); the cache answers the requests waiting
+// on a load that failed 503, while indexes already cached keep being
+// served.
+func LoadIndex(s storage.Getter, timeout time.Duration) cache.Loader {
+	if timeout <= 0 {
+		timeout = DefaultStorageTimeout
+	}
 	return func(ctx context.Context, key cache.BlobKey) (*cache.Blob, error) {
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		obj, err := s.Open(ctx, key.String())
+		g := newGuard(ctx, timeout)
+		defer g.stop()
+		obj, err := g.open(s, key.String())
 		if err != nil {
 			return nil, err
 		}
@@ -331,8 +365,15 @@ func LoadIndex(s storage.Getter) cache.Loader {
 			return nil, errTooLarge
 		}
 		data := make([]byte, info.Size)
-		if _, err := io.ReadFull(obj, data); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", key, err)
+		for n := 0; n < len(data); {
+			m, err := g.read(obj, data[n:])
+			n += m
+			if err == io.EOF && n < len(data) {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil && err != io.EOF {
+				return nil, fmt.Errorf("reading %s: %w", key, err)
+			}
 		}
 		sum := sha256.Sum256(data)
 		return &cache.Blob{Data: data, ETag: `"` + hex.EncodeToString(sum[:16]) + `"`, ModTime: info.ModTime}, nil
@@ -343,14 +384,20 @@ func LoadIndex(s storage.Getter) cache.Loader {
 // clientCommit), else from the current commit, else from the newest
 // earlier commit of the branch that has it. It returns the commit that
 // answered, "" if none did.
+//
+// Storage gets the storage timeout to the first byte (every Open of the
+// fallback chain and the first read together), which is read before the
+// headers so that storage that stops answering gets a 503, then the same
+// timeout per read; a failure after the headers aborts the response.
 func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, res ref.Resolution, first string) string {
-	ctx := r.Context()
+	g := newGuard(r.Context(), h.cfg.StorageTimeout)
+	defer g.stop()
 	app := req.Application()
 	var obj storage.Object
 	var err error
 	commit := first
 	if first != "" {
-		obj, err = h.cfg.Storage.Open(ctx, artifact.Key(app, first, req.Arch, req.File))
+		obj, err = g.open(h.cfg.Storage, artifact.Key(app, first, req.Arch, req.File))
 		if err == nil {
 			h.cfg.Clients.hitServed.Inc()
 		} else if storage.IsNotFound(err) {
@@ -359,7 +406,7 @@ func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, 
 	}
 	if first == "" || storage.IsNotFound(err) {
 		commit = res.Commit
-		obj, err = h.cfg.Storage.Open(ctx, artifact.Key(app, commit, req.Arch, req.File))
+		obj, err = g.open(h.cfg.Storage, artifact.Key(app, commit, req.Arch, req.File))
 	}
 	// The branch moved between the client's index and this request: the
 	// package is still in an earlier commit of the branch.
@@ -371,25 +418,37 @@ func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, 
 			continue
 		}
 		commit = c
-		obj, err = h.cfg.Storage.Open(ctx, artifact.Key(app, commit, req.Arch, req.File))
+		obj, err = g.open(h.cfg.Storage, artifact.Key(app, commit, req.Arch, req.File))
 	}
+	notFound := "no " + req.Arch + "/" + req.File + " in commit " + res.Commit
 	if err != nil {
-		h.fail(w, r, err, "no "+req.Arch+"/"+req.File+" in commit "+res.Commit)
+		h.fail(w, r, err, notFound)
 		return ""
 	}
-	defer obj.Close()
+	o := &guardedObject{g: g, obj: obj}
+	defer o.close()
 	info := obj.Info()
 	hdr := w.Header()
 	hdr["X-Uplink-Commit"] = []string{commit}
 	hdr["Cache-Control"] = cacheControl(res)
 	hdr["Content-Type"] = hdrOctets
 	hdr["Etag"] = []string{strconv.Quote(commit[:12] + "-" + info.ETag)}
+	limitRanges(r, info.Size, h.cfg.MaxRanges)
 	if f, ok := obj.(interface{ File() *os.File }); ok {
+		// A local file, sent by sendfile: no remote storage to wait on.
+		g.stop()
 		http.ServeContent(w, r, "", info.ModTime, f.File()) // net/http uses sendfile
 		return commit
 	}
 	if !simple(r) {
-		http.ServeContent(w, r, "", info.ModTime, obj)
+		http.ServeContent(w, r, "", info.ModTime, o)
+		if err := o.failed(); err != nil && r.Context().Err() == nil {
+			if w.status == 0 {
+				h.fail(w, r, err, notFound)
+				return ""
+			}
+			h.abort(w, r, req, err)
+		}
 		return commit
 	}
 	// A remote object: copied with a larger buffer than io.Copy's, which
@@ -401,14 +460,45 @@ func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, 
 		w.WriteHeader(http.StatusNotModified)
 		return commit
 	}
+	var buf []byte
+	n, rerr := 0, error(nil)
+	if r.Method != http.MethodHead && info.Size > 0 {
+		b := copyBuffers.Get().(*[]byte)
+		defer copyBuffers.Put(b)
+		buf = *b
+		for n == 0 && rerr == nil {
+			n, rerr = o.Read(buf)
+		}
+		if rerr != nil && rerr != io.EOF {
+			h.fail(w, r, rerr, notFound)
+			return ""
+		}
+	}
 	hdr["Content-Length"] = []string{strconv.FormatInt(info.Size, 10)}
 	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
+	if r.Method == http.MethodHead || info.Size == 0 {
 		return commit
 	}
-	buf := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(buf)
-	io.CopyBuffer(writerOnly{w}, readerOnly{obj}, *buf)
+	sent := int64(0)
+	for {
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return commit // the client went away or stopped reading
+			}
+			sent += int64(n)
+		}
+		if rerr != nil {
+			break
+		}
+		n, rerr = o.Read(buf)
+	}
+	if rerr == io.EOF && sent == info.Size || r.Context().Err() != nil {
+		return commit
+	}
+	if rerr == io.EOF {
+		rerr = fmt.Errorf("storage: %w after %d of %d bytes", io.ErrUnexpectedEOF, sent, info.Size)
+	}
+	h.abort(w, r, req, rerr)
 	return commit
 }
 
@@ -417,13 +507,6 @@ func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, 
 const CopyBuffer = 64 << 10
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, CopyBuffer); return &b }}
-
-// writerOnly and readerOnly hide ReadFrom and WriteTo so that
-// io.CopyBuffer uses the buffer it is given.
-type (
-	writerOnly struct{ io.Writer }
-	readerOnly struct{ io.Reader }
-)
 
 // fail answers 404 for what does not exist and 503 when storage cannot say.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error, notFound string) {
@@ -434,9 +517,41 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error, notFou
 	if r.Context().Err() != nil {
 		return // the client went away
 	}
-	h.log.Error("distribution: storage unavailable", "path", r.URL.Path, "err", err)
+	h.log.Error("distribution: storage unavailable", "id", requestID(w, r), "path", r.URL.Path,
+		"timeout", errors.Is(err, ErrStorageTimeout), "err", err)
 	w.Header().Set("Retry-After", RetryAfter)
 	plain(w, http.StatusServiceUnavailable, "storage unavailable, try again later")
+}
+
+// abort ends a response whose headers are sent when storage fails
+// mid-body: net/http closes the connection without completing the body
+// (short of its Content-Length, or without the last chunk), so the client
+// sees a failed download rather than a complete-looking truncated one.
+// Echo's Recover middleware re-panics http.ErrAbortHandler and net/http
+// logs nothing for it: the line here is the record, with the request id
+// the client got in X-Request-Id.
+func (h *Handler) abort(w *responseWriter, r *http.Request, req Request, err error) {
+	file, reason := "package", "error"
+	if artifact.IsIndex(req.File) {
+		file = "index"
+	}
+	if errors.Is(err, ErrStorageTimeout) {
+		reason = "timeout"
+	}
+	h.aborted.WithLabelValues(file, reason).Inc()
+	h.log.Error("distribution: storage failed mid-body, response aborted", "id", requestID(w, r),
+		"method", r.Method, "path", r.URL.Path, "sent", w.written, "reason", reason, "err", err)
+	w.aborted = true
+	panic(http.ErrAbortHandler)
+}
+
+// requestID is the id of the request (Echo's RequestID middleware sets the
+// response header; a client may send its own).
+func requestID(w http.ResponseWriter, r *http.Request) string {
+	if id := w.Header().Get(echo.HeaderXRequestID); id != "" {
+		return id
+	}
+	return r.Header.Get(echo.HeaderXRequestID)
 }
 
 // ErrForbidden is what Config.Authorize returns to refuse a client.
@@ -466,7 +581,7 @@ func (h *Handler) allowed(c echo.Context) (netip.Addr, bool) {
 
 func plain(w http.ResponseWriter, status int, msg string) {
 	h := w.Header()
-	for _, k := range []string{"ETag", "Last-Modified", "Cache-Control", "X-Uplink-Commit"} {
+	for _, k := range []string{"ETag", "Last-Modified", "Cache-Control", "X-Uplink-Commit", "Content-Length", "Accept-Ranges"} {
 		h.Del(k)
 	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
@@ -481,7 +596,12 @@ type responseWriter struct {
 	http.ResponseWriter
 	status  int
 	written int64
+	aborted bool // cut after the headers (Handler.abort)
 }
+
+// codeAborted is the status recorded for an aborted response: it is
+// counted as code "aborted", never as the 200 its headers said.
+const codeAborted = -1
 
 func (w *responseWriter) WriteHeader(code int) {
 	if w.status == 0 {
@@ -529,7 +649,11 @@ func (h *Handler) observe(file string, kind ref.Kind, code int, written int64, t
 	k := requestLabels{file, kind, code}
 	c, ok := h.series.Load(k)
 	if !ok {
-		c, _ = h.series.LoadOrStore(k, h.requests.WithLabelValues(file, string(kind), strconv.Itoa(code)))
+		label := strconv.Itoa(code)
+		if code == codeAborted {
+			label = "aborted"
+		}
+		c, _ = h.series.LoadOrStore(k, h.requests.WithLabelValues(file, string(kind), label))
 	}
 	c.(prometheus.Counter).Inc()
 	h.duration.WithLabelValues(file).Observe(took.Seconds())

@@ -337,8 +337,13 @@ func (h *Handler) serveKey(c echo.Context, keys *Keys) error {
 			return nil
 		}
 	}
-	s, found, err := keys.Settings(ctx, app)
+	sctx, cancel := context.WithTimeout(ctx, h.cfg.StorageTimeout)
+	s, found, err := keys.Settings(sctx, app)
+	cancel()
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("%w: %w", ErrStorageTimeout, err)
+		}
 		h.fail(w, r, err, "")
 		return nil
 	}
@@ -363,6 +368,7 @@ func (h *Handler) serveKey(c echo.Context, keys *Keys) error {
 	// A key can be replaced under the same name: always revalidate.
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	limitRanges(r, int64(len(body)), h.cfg.MaxRanges)
 	http.ServeContent(w, r, "", modified, bytes.NewReader(body))
 	return nil
 }

@@ -102,6 +102,13 @@ type Config struct {
 	// AllowIncusLeases admits distribution clients only from addresses
 	// leased in the project of an installation of the app.
 	AllowIncusLeases bool
+
+	// StorageTimeout bounds each storage wait of a distribution read (to
+	// the first byte, then per read); past it, 503 + Retry-After, or an
+	// aborted body. MaxRanges bounds a request's ranges once coalesced.
+	// Zero takes distribution's default.
+	StorageTimeout time.Duration
+	MaxRanges      int
 }
 
 // TokenFile is where a generated admin token is kept, inside DataDir.
@@ -191,8 +198,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.cache = cache.NewRefs(s.refs, cache.RefsConfig{
 		Redis: rc, Prefix: cfg.RedisPrefix, TTL: cfg.RefCacheTTL, RedisTTL: cfg.RedisTTL,
 		RedisTimeout: cfg.RedisTimeout, Logger: log, Registerer: reg, Identity: cache.StorageIdentity(drv),
+		LoadTimeout: cfg.StorageTimeout,
 	})
-	indexes := cache.NewBlobs(cfg.IndexCacheSize, distribution.LoadIndex(drv), reg)
+	indexes := cache.NewBlobs(cfg.IndexCacheSize, distribution.LoadIndex(drv, cfg.StorageTimeout), reg)
 
 	keys := distribution.NewKeys(drv)
 	installations := installation.New(installation.Config{
@@ -240,7 +248,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	dh := distribution.New(distribution.Config{
 		Storage: drv, Refs: s.cache, Indexes: indexes, Allow: cfg.AllowCIDR, Authorize: authorize, Clients: clients,
-		Logger: log, Registerer: reg,
+		StorageTimeout: cfg.StorageTimeout, MaxRanges: cfg.MaxRanges, Logger: log, Registerer: reg,
 	})
 	dh.Register(s.dist)
 	dh.RegisterKeys(s.dist, keys)
@@ -268,9 +276,11 @@ func newEcho(log *slog.Logger, accessLog bool) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.IPExtractor = echo.ExtractIPDirect()
+	// Every response carries an X-Request-Id (the client's own, or a new
+	// one), which the log lines of its request name: the access log's,
+	// and those of a failure after the headers, when no status can tell.
+	e.Use(middleware.RequestID())
 	if accessLog {
-		// Request ids are for correlating logs; without them they are cost.
-		e.Use(middleware.RequestID())
 		e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 			LogStatus: true, LogURI: true, LogMethod: true, LogLatency: true, LogRemoteIP: true,
 			LogRequestID: true, LogResponseSize: true, LogUserAgent: true, HandleError: true,

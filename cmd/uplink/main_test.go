@@ -113,6 +113,9 @@ func TestValidate(t *testing.T) {
 		{"bad log level", []string{"--log-level", "verbose"}, []string{"--log-level", "verbose"}},
 		{"bad log format", []string{"--log-format", "xml"}, []string{"--log-format", "xml"}},
 		{"empty data dir", []string{"--data-dir", ""}, []string{"--data-dir"}},
+		{"zero storage timeout", []string{"--storage-timeout", "0s"}, []string{"--storage-timeout"}},
+		{"huge storage timeout", []string{"--storage-timeout", "1h"}, []string{"--storage-timeout"}},
+		{"zero max ranges", []string{"--max-ranges", "0"}, []string{"--max-ranges"}},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
@@ -193,6 +196,8 @@ func TestParseEnv(t *testing.T) {
 		"UPLINK_ADMIN_TOKEN":      "env-token-0123456789",
 		"UPLINK_LOG_LEVEL":        "debug",
 		"UPLINK_ACCESS_LOG":       "false",
+		"UPLINK_STORAGE_TIMEOUT":  "2s",
+		"UPLINK_MAX_RANGES":       "4",
 	}
 	for k, v := range env {
 		t.Setenv(k, v)
@@ -222,6 +227,8 @@ func TestParseEnv(t *testing.T) {
 		{"log-level", level, "debug"},
 		{"log-format", format, "text"},
 		{"access-log", cfg.AccessLog, false},
+		{"storage-timeout", cfg.StorageTimeout, 2 * time.Second},
+		{"max-ranges", cfg.MaxRanges, 4},
 	}
 	for _, w := range want {
 		if w.got != w.want {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/server"
 )
 
@@ -46,6 +47,8 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.Var(listFlag{&cfg.AdminTokens}, "admin-token", "comma-separated admin bearer tokens (default: generated into <data-dir>/"+server.TokenFile+")")
 	fs.Var(sizeFlag{&cfg.MaxUpload}, "max-upload-size", "largest artifact file accepted by upload")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight downloads may take to finish")
+	fs.DurationVar(&cfg.StorageTimeout, "storage-timeout", distribution.DefaultStorageTimeout, "how long a distribution read waits on storage for the first byte, then per read; beyond it 503 with Retry-After (or, mid-body, a cut connection)")
+	fs.IntVar(&cfg.MaxRanges, "max-ranges", distribution.DefaultMaxRanges, "ranges one request may ask for once overlapping and adjacent ones are merged; beyond it the whole file is answered (200)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", true, "log every distribution request")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the admin listener")
 	fs.StringVar(&cfg.DistributionURL, "distribution-url", "", "how instances reach the distribution listener, for their repository lines (default http://<hostname>:<listen port>)")
@@ -156,6 +159,12 @@ func validate(cfg *server.Config, logLevel, logFormat string) error {
 	}
 	if cfg.ReconcileInterval < time.Second {
 		bad("--reconcile-interval must be at least 1s")
+	}
+	if cfg.StorageTimeout < 100*time.Millisecond || cfg.StorageTimeout > 10*time.Minute {
+		bad("--storage-timeout must be from 100ms to 10m")
+	}
+	if cfg.MaxRanges < 1 || cfg.MaxRanges > 1000 {
+		bad("--max-ranges must be from 1 to 1000")
 	}
 	if cfg.IndexCacheSize < 1<<20 {
 		bad("--index-cache-size must be at least 1MiB")
