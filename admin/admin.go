@@ -16,6 +16,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -64,12 +65,16 @@ type API struct {
 	log *slog.Logger
 }
 
-// New returns the API.
+// New returns the API, and makes it cfg.Refs's AfterPublish hook.
 func New(cfg Config) *API {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &API{cfg: cfg, log: cfg.Logger}
+	a := &API{cfg: cfg, log: cfg.Logger}
+	if cfg.Refs != nil {
+		cfg.Refs.AfterPublish = a.AfterPublish
+	}
+	return a
 }
 
 // Register mounts the API on e.
@@ -127,14 +132,22 @@ var errBadJSON = errors.New("bad JSON")
 // decode reads one JSON object strictly: bounded, no unknown fields, no
 // trailing data.
 func decode(c echo.Context, v any) error {
-	body := http.MaxBytesReader(c.Response(), c.Request().Body, MaxJSONBody)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, MaxJSONBody))
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return err
 		}
+		return errorf(http.StatusBadRequest, "bad_body", "reading the request body: %v", err)
+	}
+	// encoding/json would turn invalid bytes into U+FFFD, and a branch
+	// named with them would be stored under another name than sent.
+	if !utf8.Valid(body) {
+		return fmt.Errorf("%w: the body is not valid UTF-8, as JSON must be", errBadJSON)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("%w: empty body", errBadJSON)
 		}
@@ -214,24 +227,34 @@ func (a *API) publish(c echo.Context) error {
 	if err := a.validate(ctx, app, req); err != nil {
 		return err
 	}
+	// Answered 201 only once every write is done and AfterPublish ran;
+	// a failure leaves the intent for the retry or a replica's scan.
 	build, err := a.cfg.Refs.Publish(ctx, app, req)
-	if a.cfg.Cache != nil {
-		// Even a failed publish may have moved a pointer before failing.
-		a.cfg.Cache.Invalidate(ctx, app)
-	}
 	if err != nil {
+		if a.cfg.Cache != nil {
+			// A failed publish may have moved a pointer before failing.
+			a.cfg.Cache.Invalidate(ctx, app)
+		}
 		return err
 	}
+	return c.JSON(http.StatusCreated, build)
+}
+
+// AfterPublish tells the caches and the installations tracking the branch
+// of a completed publish, whether its request completed it or a scan did
+// after a crash (New makes it cfg.Refs.AfterPublish).
+func (a *API) AfterPublish(ctx context.Context, p ref.Published) {
+	req := p.Request
 	if a.cfg.Cache != nil {
-		a.cfg.Cache.Prime(ctx, app, append([]string{req.Branch}, req.Tags...)...)
+		a.cfg.Cache.Invalidate(ctx, p.App)
+		a.cfg.Cache.Prime(ctx, p.App, append([]string{req.Branch}, req.Tags...)...)
 	}
-	a.log.Info("published", "app", app.String(), "commit", build.Commit, "branch", req.Branch, "tags", req.Tags)
-	if req.Branch != "" && a.cfg.Installations != nil {
-		if err := a.cfg.Installations.OnPublish(ctx, app, req.Branch, build.Commit); err != nil {
-			a.log.Error("publish: could not start upgrades of the installations tracking the branch", "app", app.String(), "branch", req.Branch, "err", err)
+	a.log.Info("published", "app", p.App.String(), "commit", p.Build.Commit, "branch", req.Branch, "tags", req.Tags, "recovered", p.Recovered)
+	if p.Branch != "" && a.cfg.Installations != nil {
+		if err := a.cfg.Installations.OnPublish(ctx, p.App, p.Branch, p.Build.Commit); err != nil {
+			a.log.Error("publish: could not start upgrades of the installations tracking the branch", "app", p.App.String(), "branch", p.Branch, "err", err)
 		}
 	}
-	return c.JSON(http.StatusCreated, build)
 }
 
 // validate refuses a build that apk could not install from, before
@@ -316,6 +339,12 @@ func (a *API) upload(c echo.Context) error {
 	if err != nil && !errors.Is(err, ref.ErrNotFound) {
 		return err
 	}
+	if !published {
+		// An interrupted publish will be completed with these files.
+		if published, err = a.cfg.Refs.Publishing(ctx, app, commit); err != nil {
+			return err
+		}
+	}
 
 	existing, err := a.sha256(ctx, key)
 	switch {
@@ -344,10 +373,17 @@ func uploaded(key string, size int64, sum []byte) map[string]any {
 }
 
 // spool copies the body to a temporary file, so that it can be compared
-// and then stored with a known size without holding it in memory.
+// and then stored with a known size without holding it in memory. The
+// file is locked while it is open, so that the Sweeper removes it only
+// once no live process holds it (a crash leaves it behind).
 func (a *API) spool(c echo.Context) (*os.File, []byte, int64, error) {
-	tmp, err := os.CreateTemp(a.cfg.TempDir, "upload-*")
+	tmp, err := os.CreateTemp(a.cfg.TempDir, SpoolPattern)
 	if err != nil {
+		return nil, nil, 0, err
+	}
+	if err := lockFile(tmp); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
 		return nil, nil, 0, err
 	}
 	h := sha256.New()

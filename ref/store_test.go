@@ -164,6 +164,8 @@ func TestPublishRefusesWhatCannotServe(t *testing.T) {
 		{Commit: "abc", Branch: "main"},
 		{Commit: commit(1), Branch: "a..b"},
 		{Commit: commit(1), Branch: "main", Tags: []string{"-x"}},
+		{Commit: commit(1), Branch: "fix-\xff"},
+		{Commit: commit(1), Branch: "main", Tags: []string{"v\xc3"}},
 	} {
 		if _, err := s.Publish(t.Context(), app, req); !errors.Is(err, artifact.ErrInvalid) {
 			t.Errorf("%+v: %v, want invalid", req, err)

@@ -354,6 +354,8 @@ func TestAdminPublishBadInput(t *testing.T) {
 		{"branch ending in .lock", url, `{"commit":"` + good + `","branch":"x.lock"}`, 400, "invalid"},
 		{"branch with empty component", url, `{"commit":"` + good + `","branch":"a//b"}`, 400, "invalid"},
 		{"tag with ..", url, `{"commit":"` + good + `","branch":"main","tags":["v1..2"]}`, 400, "invalid"},
+		{"branch not UTF-8", url, `{"commit":"` + good + "\",\"branch\":\"fix-\xff\"}", 400, "bad_json"},
+		{"tag not UTF-8", url, `{"commit":"` + good + "\",\"branch\":\"main\",\"tags\":[\"v\xc3\"]}", 400, "bad_json"},
 		{"empty tag", url, `{"commit":"` + good + `","branch":"main","tags":[""]}`, 400, "invalid"},
 		{"org starting with -", admAdmin(n) + "/api/v1/apps/-x/hello/builds", valid, 400, "invalid"},
 		{"org starting with .", admAdmin(n) + "/api/v1/apps/.x/hello/builds", valid, 400, "invalid"},

@@ -69,6 +69,16 @@ type Config struct {
 	AdminTokens []string
 	MaxUpload   int64
 
+	// Crash clean-up (admin.Sweeper), at start and every SweepInterval: a
+	// publish unfinished after PublishGrace is completed; upload spool
+	// files untouched for SpoolMaxAge that no process holds are removed,
+	// and S3 multipart uploads older than MultipartMaxAge aborted. Zero
+	// takes admin's default.
+	PublishGrace    time.Duration
+	SpoolMaxAge     time.Duration
+	MultipartMaxAge time.Duration
+	SweepInterval   time.Duration
+
 	ShutdownTimeout time.Duration
 	AccessLog       bool
 	// Pprof serves /debug/pprof/ on the admin listener.
@@ -133,6 +143,7 @@ type Server struct {
 	done    chan struct{}
 
 	reconciler *instance.Reconciler
+	sweeper    *admin.Sweeper
 }
 
 // New builds a Server; it opens storage and Redis but listens on nothing.
@@ -147,6 +158,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var drv storage.Driver
+	var multipart admin.MultipartAborter
 	switch cfg.Storage {
 	case "", "filesystem":
 		d, err := filesystem.New(filepath.Join(cfg.DataDir, "storage"))
@@ -164,11 +176,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 				return nil, fmt.Errorf("s3 storage: creating bucket %q: %w", cfg.S3.Bucket, err)
 			}
 		}
-		drv = d
+		drv, multipart = d, d
 	default:
 		return nil, fmt.Errorf("unknown storage driver %q (filesystem or s3)", cfg.Storage)
 	}
-	drv = storage.Instrument(drv, reg)
+	drv = chaosStorage(storage.Instrument(drv, reg))
 
 	s := &Server{cfg: cfg, log: log, store: drv}
 	s.refs = ref.NewStore(drv)
@@ -262,6 +274,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		TempDir: cfg.DataDir, Logger: log, Keys: keys, Validator: &distribution.Validator{Storage: drv, Keys: keys},
 	})
 	s.admin.HTTPErrorHandler = api.ErrorHandler
+	s.sweeper = &admin.Sweeper{Refs: s.refs, PublishGrace: cfg.PublishGrace, SpoolDir: cfg.DataDir, SpoolMaxAge: cfg.SpoolMaxAge,
+		Multipart: multipart, MultipartMaxAge: cfg.MultipartMaxAge, Interval: cfg.SweepInterval, Logger: log}
 	api.Register(s.admin)
 	s.admin.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	s.admin.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
@@ -380,6 +394,7 @@ func (s *Server) Start(ctx context.Context) error {
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
 	go s.cache.Run(runCtx)
+	go s.sweeper.Run(runCtx)
 	s.done = make(chan struct{})
 	go func() { defer close(s.done); s.engine.Run(runCtx) }()
 	if s.reconciler != nil {

@@ -116,6 +116,10 @@ func TestValidate(t *testing.T) {
 		{"zero storage timeout", []string{"--storage-timeout", "0s"}, []string{"--storage-timeout"}},
 		{"huge storage timeout", []string{"--storage-timeout", "1h"}, []string{"--storage-timeout"}},
 		{"zero max ranges", []string{"--max-ranges", "0"}, []string{"--max-ranges"}},
+		{"short publish grace", []string{"--publish-grace", "10ms"}, []string{"--publish-grace"}},
+		{"zero sweep interval", []string{"--sweep-interval", "0s"}, []string{"--sweep-interval"}},
+		{"zero spool max age", []string{"--spool-max-age", "0s"}, []string{"--spool-max-age"}},
+		{"negative multipart max age", []string{"--s3-multipart-max-age", "-1h"}, []string{"--s3-multipart-max-age"}},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
@@ -166,6 +170,7 @@ func TestValidate(t *testing.T) {
 		{"--log-level", "debug", "--log-format", "json"},
 		{"--log-level", "WARN"},
 		{"--index-cache-size", "1MiB", "--max-upload-size", "1KiB", "--retention", "1000"},
+		{"--publish-grace", "1s", "--sweep-interval", "100ms", "--spool-max-age", "1s", "--s3-multipart-max-age", "1s"},
 	}
 	for _, args := range good {
 		cfg, level, format, err := parseServe(t, args...)
@@ -317,7 +322,9 @@ func uplinkBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(binDir, "uplink")
-		args := []string{"build", "-o", binPath}
+		// The chaos tests' hooks (server/chaos_on.go) are compiled in,
+		// inert unless a test sets UPLINK_CHAOS_*.
+		args := []string{"build", "-tags", "chaoshook", "-o", binPath}
 		if bi, ok := debug.ReadBuildInfo(); ok {
 			for _, s := range bi.Settings {
 				if s.Key == "-race" && s.Value == "true" {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/uplinkhq/uplink/distribution"
+	"github.com/uplinkhq/uplink/admin"
 	"github.com/uplinkhq/uplink/server"
 )
 
@@ -46,6 +47,10 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.Var(cidrFlag{&cfg.AllowCIDR}, "allow-cidr", "comma-separated prefixes allowed to fetch from /distribution (default: everyone)")
 	fs.Var(listFlag{&cfg.AdminTokens}, "admin-token", "comma-separated admin bearer tokens (default: generated into <data-dir>/"+server.TokenFile+")")
 	fs.Var(sizeFlag{&cfg.MaxUpload}, "max-upload-size", "largest artifact file accepted by upload")
+	fs.DurationVar(&cfg.PublishGrace, "publish-grace", admin.DefaultPublishGrace, "a publish interrupted between its writes (crash, storage failure) is completed by any replica once this old")
+	fs.DurationVar(&cfg.SpoolMaxAge, "spool-max-age", admin.DefaultSpoolMaxAge, "upload spool files in --data-dir left by a crash are removed once untouched this long")
+	fs.DurationVar(&cfg.MultipartMaxAge, "s3-multipart-max-age", admin.DefaultMultipartMaxAge, "S3 multipart uploads under deployments/ and meta/ never completed are aborted once this old")
+	fs.DurationVar(&cfg.SweepInterval, "sweep-interval", admin.DefaultSweepInterval, "how often interrupted publishes, spool files and multipart uploads are looked for (and at start)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight downloads may take to finish")
 	fs.DurationVar(&cfg.StorageTimeout, "storage-timeout", distribution.DefaultStorageTimeout, "how long a distribution read waits on storage for the first byte, then per read; beyond it 503 with Retry-After (or, mid-body, a cut connection)")
 	fs.IntVar(&cfg.MaxRanges, "max-ranges", distribution.DefaultMaxRanges, "ranges one request may ask for once overlapping and adjacent ones are merged; beyond it the whole file is answered (200)")
@@ -165,6 +170,9 @@ func validate(cfg *server.Config, logLevel, logFormat string) error {
 	}
 	if cfg.MaxRanges < 1 || cfg.MaxRanges > 1000 {
 		bad("--max-ranges must be from 1 to 1000")
+	}
+	if cfg.PublishGrace < time.Second || cfg.SweepInterval < 100*time.Millisecond || cfg.SpoolMaxAge <= 0 || cfg.MultipartMaxAge <= 0 {
+		bad("--publish-grace must be at least 1s, --sweep-interval at least 100ms, --spool-max-age and --s3-multipart-max-age positive")
 	}
 	if cfg.IndexCacheSize < 1<<20 {
 		bad("--index-cache-size must be at least 1MiB")

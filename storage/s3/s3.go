@@ -448,6 +448,46 @@ func (d *Driver) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// maxAbortsPerCall bounds one AbortIncompleteUploads call; the rest wait
+// for the next.
+const maxAbortsPerCall = 1000
+
+// AbortIncompleteUploads aborts the multipart uploads under each key prefix
+// that were initiated more than olderThan ago and never completed or
+// aborted: what a process killed in the middle of a large Put leaves
+// behind, its parts kept (and billed) by S3 forever. It returns how many
+// it aborted.
+func (d *Driver) AbortIncompleteUploads(ctx context.Context, olderThan time.Duration, prefixes ...string) (int, error) {
+	ctx, cancel := context.WithCancel(ctx) // stops the lister if we return early
+	defer cancel()
+	aborted := 0
+	var errs []error
+	for _, prefix := range prefixes {
+		if err := storage.ValidPrefix(prefix); err != nil {
+			return aborted, err
+		}
+		for u := range d.client.ListIncompleteUploads(ctx, d.bucket, d.prefix+prefix, true) {
+			if u.Err != nil {
+				errs = append(errs, fmt.Errorf("s3: listing multipart uploads under %q: %w", prefix, u.Err))
+				break
+			}
+			if u.UploadID == "" || time.Since(u.Initiated) < olderThan {
+				continue
+			}
+			if aborted >= maxAbortsPerCall {
+				return aborted, errors.Join(errs...)
+			}
+			err := d.core.AbortMultipartUpload(ctx, d.bucket, u.Key, u.UploadID)
+			if err != nil && minio.ToErrorResponse(err).Code != "NoSuchUpload" { // completed or aborted meanwhile
+				errs = append(errs, fmt.Errorf("s3: aborting the multipart upload of %s: %w", u.Key, err))
+				continue
+			}
+			aborted++
+		}
+	}
+	return aborted, errors.Join(errs...)
+}
+
 func (d *Driver) info(oi minio.ObjectInfo) storage.Info {
 	return storage.Info{
 		Key:     strings.TrimPrefix(oi.Key, d.prefix),
