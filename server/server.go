@@ -17,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -113,6 +115,17 @@ type Config struct {
 	// leased in the project of an installation of the app.
 	AllowIncusLeases bool
 
+	// Listener limits (limits.go); zero takes the Default* value.
+	MaxHeaderBytes      int64
+	ReadHeaderTimeout   time.Duration
+	IdleTimeout         time.Duration
+	StallTimeout        time.Duration
+	MaxConnections      int
+	AdminMaxConnections int
+	// DrainDelay is how long Run keeps serving, /readyz answering 503,
+	// after its context ends and before the listeners close.
+	DrainDelay time.Duration
+
 	// StorageTimeout bounds each storage wait of a distribution read (to
 	// the first byte, then per read); past it, 503 + Retry-After, or an
 	// aborted body. MaxRanges bounds a request's ranges once coalesced.
@@ -144,6 +157,8 @@ type Server struct {
 
 	reconciler *instance.Reconciler
 	sweeper    *admin.Sweeper
+	httpm      *httpMetrics
+	draining   atomic.Bool
 }
 
 // New builds a Server; it opens storage and Redis but listens on nothing.
@@ -156,6 +171,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	httpm := newHTTPMetrics(reg)
 
 	var drv storage.Driver
 	var multipart admin.MultipartAborter
@@ -182,7 +198,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	drv = chaosStorage(storage.Instrument(drv, reg))
 
-	s := &Server{cfg: cfg, log: log, store: drv}
+	s := &Server{cfg: cfg, log: log, store: drv, httpm: httpm}
 	s.refs = ref.NewStore(drv)
 	s.refs.Retention = cfg.Retention
 
@@ -361,20 +377,51 @@ func (s *Server) tokenFromFile(path string, b []byte) ([]string, error) {
 	return []string{t}, nil
 }
 
+// readyCheckTimeout bounds each of /readyz's checks on its own, so that a
+// frozen storage cannot make Redis look down too.
+const readyCheckTimeout = 2 * time.Second
+
+// ready answers 200 when storage answers, 503 when it does not or while
+// draining; Redis is reported, not required. Every value is a string, so
+// probes that read a flat object keep working.
 func (s *Server) ready(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
-	defer cancel()
-	out := map[string]string{"storage": "ok", "redis": "disabled"}
-	status := http.StatusOK
-	if _, err := s.store.Stat(ctx, "meta/readiness-probe"); err != nil && !storage.IsNotFound(err) {
-		out["storage"] = "unreachable"
-		status = http.StatusServiceUnavailable
+	ctx := c.Request().Context()
+	out := map[string]string{"status": "ok", "storage": "ok", "redis": "disabled"}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	check := func(name string, fn func(context.Context) error) {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, readyCheckTimeout)
+			defer cancel()
+			err := fn(cctx)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				out[name] = "unreachable: " + err.Error()
+			} else {
+				out[name] = "ok"
+			}
+		})
 	}
-	if s.rdb != nil {
-		out["redis"] = "ok"
-		if err := s.rdb.Ping(ctx).Err(); err != nil {
-			out["redis"] = "unreachable (serving from storage)"
+	check("storage", func(ctx context.Context) error {
+		if _, err := s.store.Stat(ctx, "meta/readiness-probe"); err != nil && !storage.IsNotFound(err) {
+			return err
 		}
+		return nil
+	})
+	if s.rdb != nil {
+		check("redis", func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() })
+	}
+	wg.Wait()
+	status := http.StatusOK
+	if out["storage"] != "ok" {
+		status, out["status"] = http.StatusServiceUnavailable, "storage unreachable"
+	}
+	if out["redis"] != "ok" && out["redis"] != "disabled" {
+		out["redis"] += " (serving from storage)"
+	}
+	if s.draining.Load() {
+		status, out["status"] = http.StatusServiceUnavailable, "draining"
 	}
 	return c.JSON(status, out)
 }
@@ -389,8 +436,8 @@ func (s *Server) Start(ctx context.Context) error {
 		s.distLn.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	s.distSrv = &http.Server{Handler: s.dist, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	s.admSrv = &http.Server{Handler: s.admin, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.distSrv, s.distLn = s.newHTTPServer(s.distLn, s.dist, s.limitsFor("distribution"))
+	s.admSrv, s.admLn = s.newHTTPServer(s.admLn, s.admin, s.limitsFor("admin"))
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
 	go s.cache.Run(runCtx)
@@ -429,6 +476,7 @@ func (s *Server) AdminAddr() string { return s.admLn.Addr().String() }
 // Shutdown stops accepting connections and waits for in-flight requests
 // (downloads included) until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
 	errs := []error{s.distSrv.Shutdown(ctx), s.admSrv.Shutdown(ctx)}
 	// Operations in flight stop here; their leases lapse and a replica
 	// (or this one, restarted) resumes them.
@@ -440,12 +488,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Drain makes /readyz answer 503 and every response ask its client to
+// reconnect, then keeps serving for delay: a load balancer sees the
+// replica leave and moves its clients before the listeners close.
+func (s *Server) Drain(delay time.Duration) {
+	s.draining.Store(true)
+	s.distSrv.SetKeepAlivesEnabled(false)
+	if delay > 0 {
+		s.log.Info("draining: /readyz answers 503 before the listeners close", "delay", delay)
+		time.Sleep(delay)
+	}
+}
+
 // Run serves until ctx ends, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
 	<-ctx.Done()
+	s.Drain(s.cfg.DrainDelay)
 	s.log.Info("shutting down: waiting for in-flight requests", "timeout", s.cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()

@@ -15,8 +15,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/admin"
+	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/server"
 )
 
@@ -52,6 +52,13 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.MultipartMaxAge, "s3-multipart-max-age", admin.DefaultMultipartMaxAge, "S3 multipart uploads under deployments/ and meta/ never completed are aborted once this old")
 	fs.DurationVar(&cfg.SweepInterval, "sweep-interval", admin.DefaultSweepInterval, "how often interrupted publishes, spool files and multipart uploads are looked for (and at start)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight downloads may take to finish")
+	fs.DurationVar(&cfg.DrainDelay, "drain-delay", server.DefaultDrainDelay, "on SIGTERM, how long to keep serving with /readyz answering 503 before the listeners close, for a load balancer to notice")
+	fs.Var(sizeFlag{&cfg.MaxHeaderBytes}, "max-header-bytes", "largest request line and headers on both listeners; beyond it the answer is 431")
+	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", server.DefaultReadHeaderTimeout, "how long a client may take to send a request's headers")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "how long an unused keep-alive connection stays open")
+	fs.DurationVar(&cfg.StallTimeout, "stall-timeout", server.DefaultStallTimeout, "cut a client that takes no response bytes (each 128KiB must go within it) or sends no request-body bytes for this long")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", server.DefaultMaxConnections, "open connections on the distribution listener; beyond it the answer is 503 with Retry-After")
+	fs.IntVar(&cfg.AdminMaxConnections, "admin-max-connections", server.DefaultAdminMaxConnections, "open connections on the admin listener; beyond it the answer is 503 with Retry-After")
 	fs.DurationVar(&cfg.StorageTimeout, "storage-timeout", distribution.DefaultStorageTimeout, "how long a distribution read waits on storage for the first byte, then per read; beyond it 503 with Retry-After (or, mid-body, a cut connection)")
 	fs.IntVar(&cfg.MaxRanges, "max-ranges", distribution.DefaultMaxRanges, "ranges one request may ask for once overlapping and adjacent ones are merged; beyond it the whole file is answered (200)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", true, "log every distribution request")
@@ -75,7 +82,7 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 }
 
 func defaultConfig() server.Config {
-	return server.Config{IndexCacheSize: 256 << 20, MaxUpload: 2 << 30}
+	return server.Config{IndexCacheSize: 256 << 20, MaxUpload: 2 << 30, MaxHeaderBytes: server.DefaultMaxHeaderBytes}
 }
 
 // validate reports every mistake at once, each with what to do.
@@ -164,6 +171,18 @@ func validate(cfg *server.Config, logLevel, logFormat string) error {
 	}
 	if cfg.ReconcileInterval < time.Second {
 		bad("--reconcile-interval must be at least 1s")
+	}
+	if cfg.MaxHeaderBytes < 4<<10 || cfg.MaxHeaderBytes > 1<<20 {
+		bad("--max-header-bytes must be from 4KiB to 1MiB")
+	}
+	if cfg.ReadHeaderTimeout <= 0 || cfg.IdleTimeout <= 0 || cfg.DrainDelay < 0 {
+		bad("--read-header-timeout and --idle-timeout must be positive, --drain-delay not negative")
+	}
+	if cfg.StallTimeout < time.Second {
+		bad("--stall-timeout must be at least 1s")
+	}
+	if cfg.MaxConnections < 1 || cfg.AdminMaxConnections < 1 {
+		bad("--max-connections and --admin-max-connections must be at least 1")
 	}
 	if cfg.StorageTimeout < 100*time.Millisecond || cfg.StorageTimeout > 10*time.Minute {
 		bad("--storage-timeout must be from 100ms to 10m")
