@@ -108,22 +108,33 @@ func (env *s3Env) url(commit, file string) string {
 // is read whole, err is the body's read error.
 func get(t *testing.T, url string, hdr ...string) (resp *http.Response, body []byte, err error) {
 	t.Helper()
-	req, rerr := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	resp, body, err, rerr := fetchURL(url, hdr...)
 	if rerr != nil {
-		t.Fatal(rerr)
+		t.Fatalf("GET %s: %v", url, rerr)
+	}
+	return resp, body, err
+}
+
+// fetchURL is get for other goroutines than the test's: rerr is the
+// request's error, err the body's.
+func fetchURL(url string, hdr ...string) (resp *http.Response, body []byte, err, rerr error) {
+	req, rerr := http.NewRequest(http.MethodGet, url, nil)
+	if rerr != nil {
+		return nil, nil, nil, rerr
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	// A fresh connection per request: a cut one is never reused.
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}
+	// A fresh connection per request: a cut one is never reused. The
+	// timeout is far past every bound checked: a hang fails, late.
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
 	resp, rerr = c.Do(req)
 	if rerr != nil {
-		t.Fatalf("GET %s: %v", url, rerr)
+		return nil, nil, nil, rerr
 	}
 	defer resp.Body.Close()
 	body, err = io.ReadAll(resp.Body)
-	return resp, body, err
+	return resp, body, err, nil
 }
 
 // s3Reads is the S3 requests the handler sent while f ran.
@@ -264,8 +275,12 @@ func TestStorageFrozen(t *testing.T) {
 		wg.Go(func() {
 			u := urls[i%len(urls)]
 			start := time.Now()
-			resp, _, _ := get(t, u)
+			resp, _, _, err := fetchURL(u)
 			took := time.Since(start)
+			if err != nil {
+				t.Errorf("%s with S3 frozen: %v after %v", u, err, took)
+				return
+			}
 			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 				t.Errorf("%s with S3 frozen: %d, Retry-After %q; want 503 with Retry-After", u, resp.StatusCode, resp.Header.Get("Retry-After"))
 			}
@@ -313,7 +328,7 @@ func TestStorageStallMidBody(t *testing.T) {
 	// freeze leaves most of it unsent.
 	env := newS3Env(t, timeout, 32<<20)
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, env.url(env.commits[0], pkgFile), nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
