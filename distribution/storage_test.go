@@ -95,6 +95,7 @@ func newS3Env(t *testing.T, timeout time.Duration, pkgSize int) *s3Env {
 	e.Use(middleware.RequestID())
 	e.Use(middleware.Recover())
 	h.Register(e)
+	h.RegisterKeys(e, distribution.NewKeys(direct))
 	env.srv = httptest.NewServer(e)
 	t.Cleanup(env.srv.Close)
 	return env
@@ -247,9 +248,10 @@ func TestRangesReadStorageAFewTimes(t *testing.T) {
 }
 
 // TestStorageFrozen: with S3 stopped (SIGSTOP: it accepts connections and
-// answers nothing), a request that needs it gets 503 with Retry-After once
-// the storage timeout passes, never later; an index already in memory is
-// still served; everything works again as soon as S3 is back.
+// answers nothing), a request that needs it (a package, an index not in
+// memory, /keys/) gets 503 with Retry-After once the storage timeout
+// passes, never later; an index already in memory is still served;
+// everything works again as soon as S3 is back.
 func TestStorageFrozen(t *testing.T) {
 	const timeout = time.Second
 	env := newS3Env(t, timeout, 64<<10)
@@ -270,10 +272,11 @@ func TestStorageFrozen(t *testing.T) {
 	// failure) and a generous margin for a loaded machine.
 	const margin = 3 * time.Second
 	urls := []string{env.url(one, pkgFile), env.url(two, pkgFile), env.url(two, artifact.IndexFile)}
+	keys := env.srv.URL + distribution.KeysPrefix + "acme/hello/"
 	var wg sync.WaitGroup
-	for i := range 6 {
+	for i := range 8 {
 		wg.Go(func() {
-			u := urls[i%len(urls)]
+			u := append(urls, keys)[i%(len(urls)+1)]
 			start := time.Now()
 			resp, _, _, err := fetchURL(u)
 			took := time.Since(start)
