@@ -330,6 +330,7 @@ func (c *Refs) announce(ctx context.Context, app artifact.App, names []string) b
 		c.redisFailed("announce a publish", err)
 		return false
 	}
+	c.redisDownUntil.Store(0) // it answered: the request path may use it again
 	gen := strconv.FormatInt(incr.Val(), 10)
 	for _, name := range names {
 		c.primeOne(ctx, refKey{app, name}, gen, true)
@@ -489,6 +490,8 @@ func (c *Refs) Run(ctx context.Context) {
 	backoff = 100 * time.Millisecond
 	for ctx.Err() == nil {
 		ps := c.cfg.Redis.Subscribe(ctx, c.channel())
+		// Receive does not return on cancellation; closing does.
+		unhook := context.AfterFunc(ctx, func() { ps.Close() })
 		for {
 			msg, err := ps.Receive(ctx)
 			if err != nil {
@@ -504,6 +507,7 @@ func (c *Refs) Run(ctx context.Context) {
 				}
 			}
 		}
+		unhook()
 		ps.Close()
 		// Whatever arrives while we are away is lost: distrust the cache.
 		c.invalidateLocal(artifact.App{})
