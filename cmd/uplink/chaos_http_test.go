@@ -504,3 +504,65 @@ func TestChaosHTTPSlowClients(t *testing.T) {
 	close(stop)
 	p.check(t, 2*time.Second)
 }
+
+// TestValidateListenerLimits: the listener limits' defaults are the
+// documented ones, and a value that would disable a limit is refused
+// with the flag's name.
+func TestValidateListenerLimits(t *testing.T) {
+	clearUplinkEnv(t)
+	cfg, level, format, err := parseServe(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxHeaderBytes != 16<<10 || cfg.ReadHeaderTimeout != 10*time.Second || cfg.IdleTimeout != time.Minute ||
+		cfg.StallTimeout != 30*time.Second || cfg.MaxConnections != 4096 || cfg.AdminMaxConnections != 256 || cfg.DrainDelay != 5*time.Second {
+		t.Fatalf("listener limit defaults: %+v", cfg)
+	}
+	if err := validate(&cfg, level, format); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-header-bytes", "1KiB"}, "--max-header-bytes"},
+		{[]string{"--max-header-bytes", "2MiB"}, "--max-header-bytes"},
+		{[]string{"--read-header-timeout", "0s"}, "--read-header-timeout"},
+		{[]string{"--idle-timeout", "-1s"}, "--idle-timeout"},
+		{[]string{"--stall-timeout", "100ms"}, "--stall-timeout"},
+		{[]string{"--max-connections", "0"}, "--max-connections"},
+		{[]string{"--admin-max-connections", "-3"}, "--admin-max-connections"},
+		{[]string{"--drain-delay", "-1s"}, "--drain-delay"},
+	} {
+		cfg, level, format, err := parseServe(t, tc.args...)
+		if err == nil {
+			err = validate(&cfg, level, format)
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want an error naming %s", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestParseEnvListenerLimits: each listener limit is read from its
+// UPLINK_* variable.
+func TestParseEnvListenerLimits(t *testing.T) {
+	clearUplinkEnv(t)
+	for k, v := range map[string]string{
+		"UPLINK_MAX_HEADER_BYTES": "32KiB", "UPLINK_READ_HEADER_TIMEOUT": "4s", "UPLINK_IDLE_TIMEOUT": "90s",
+		"UPLINK_STALL_TIMEOUT": "12s", "UPLINK_MAX_CONNECTIONS": "100", "UPLINK_ADMIN_MAX_CONNECTIONS": "7", "UPLINK_DRAIN_DELAY": "0s",
+	} {
+		t.Setenv(k, v)
+	}
+	cfg, level, format, err := parseServe(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate(&cfg, level, format); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxHeaderBytes != 32<<10 || cfg.ReadHeaderTimeout != 4*time.Second || cfg.IdleTimeout != 90*time.Second ||
+		cfg.StallTimeout != 12*time.Second || cfg.MaxConnections != 100 || cfg.AdminMaxConnections != 7 || cfg.DrainDelay != 0 {
+		t.Fatalf("from the environment: %+v", cfg)
+	}
+}
