@@ -63,17 +63,21 @@ func or(v, d time.Duration) time.Duration {
 // multipartPrefixes are where uplink and its CI write objects.
 var multipartPrefixes = []string{"deployments/", "meta/"}
 
-// Run sweeps now and then every Interval until ctx ends.
+// StartTimeout bounds the sweep a server does before it serves.
+const StartTimeout = 5 * time.Second
+
+// Run sweeps every Interval until ctx ends; the server sweeps once itself
+// before it serves (see StartTimeout).
 func (s *Sweeper) Run(ctx context.Context) {
 	t := time.NewTicker(or(s.Interval, DefaultSweepInterval))
 	defer t.Stop()
 	for {
-		s.Sweep(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		s.Sweep(ctx)
 	}
 }
 

@@ -441,6 +441,11 @@ func (s *Server) Start(ctx context.Context) error {
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stop = stop
 	go s.cache.Run(runCtx)
+	// Publishes a crash interrupted are completed before this replica
+	// answers (bounded: storage may be down), then on a schedule.
+	sweepCtx, cancelSweep := context.WithTimeout(runCtx, admin.StartTimeout)
+	s.sweeper.Sweep(sweepCtx)
+	cancelSweep()
 	go s.sweeper.Run(runCtx)
 	s.done = make(chan struct{})
 	go func() { defer close(s.done); s.engine.Run(runCtx) }()
