@@ -312,3 +312,24 @@ func TestStorageIdentity(t *testing.T) {
 		t.Fatal("corrupt identity reported as missing")
 	}
 }
+
+// A pointer stamped far in the future (a replica whose clock runs ahead)
+// is not trusted, or it would outlive the TTL.
+func TestRedisPointerFromTheFutureNotTrusted(t *testing.T) {
+	rdb := testenv.StartRedis(t)
+	st := &branchStore{commit: "now"}
+	c := replica(t, rdb.Addr, st, 2*time.Second, "dep")
+	gen, ok := c.redisGen(t.Context(), testApp)
+	if !ok {
+		t.Fatal("no generation")
+	}
+	rc := redis.NewClient(&redis.Options{Addr: rdb.Addr})
+	defer rc.Close()
+	future := `{"kind":"branch","commit":"future","read_at":` + strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10) + `,"deployment":"dep"}`
+	if err := rc.HSet(t.Context(), c.hashKey(testApp, gen), "main", future).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := mainAt(t, c); got != "now" {
+		t.Fatalf("served a pointer read an hour from now: %s", got)
+	}
+}
