@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/uplinkhq/uplink/artifact"
@@ -63,10 +63,15 @@ func replica(t *testing.T, addr string, inner ref.Resolver, ttl time.Duration, d
 	return c
 }
 
+// counter reads one counter through a registry of its own.
 func counter(c prometheus.Counter) float64 {
-	var m dto.Metric
-	c.Write(&m)
-	return m.GetCounter().GetValue()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != 1 || len(mfs[0].GetMetric()) != 1 {
+		panic(fmt.Sprint("gathering a counter: ", err))
+	}
+	return mfs[0].GetMetric()[0].GetCounter().GetValue()
 }
 
 func mainAt(t *testing.T, c *Refs) string {
