@@ -21,11 +21,12 @@ import (
 // Defaults of the listener limits, as a public mirror would run them.
 const (
 	// DefaultMaxHeaderBytes bounds a request's line and headers; apk sends
-	// three short headers. Beyond it net/http answers 431. A connection
-	// holding an unfinished header just under the cap measured ~70 KiB of
-	// RSS at 16 KiB (~210 KiB at 64 KiB): times DefaultMaxConnections,
-	// what slow clients can pin stays near 300 MiB.
-	DefaultMaxHeaderBytes = 16 << 10
+	// three short headers, but a Range header of thousands of ranges must
+	// still reach the range cap. Beyond it net/http answers 431. A
+	// connection holding an unfinished header just under the cap measured
+	// ~210 KiB of RSS (~70 KiB at 16 KiB): memory slow clients can pin is
+	// about the connection cap times three to four times this.
+	DefaultMaxHeaderBytes = 64 << 10
 	// DefaultReadHeaderTimeout bounds the wait for a request's headers.
 	DefaultReadHeaderTimeout = 10 * time.Second
 	// DefaultIdleTimeout closes a keep-alive connection left unused.
