@@ -76,29 +76,22 @@ func (s *Server) limitsFor(name string) listenerLimits {
 		readHeaderTimeout: c.ReadHeaderTimeout, idleTimeout: c.IdleTimeout, stall: c.StallTimeout,
 		dotSegments: name == "distribution", jsonErrors: name == "admin",
 	}
+	defConns := DefaultMaxConnections
 	if name == "admin" {
-		l.maxConns = c.AdminMaxConnections
+		l.maxConns, defConns = c.AdminMaxConnections, DefaultAdminMaxConnections
 	}
-	for _, d := range []struct {
-		v   *int
-		def int
-	}{{&l.maxConns, DefaultMaxConnections}, {&l.maxHeaderBytes, DefaultMaxHeaderBytes}} {
-		if *d.v <= 0 {
-			*d.v = d.def
-		}
-	}
-	if name == "admin" && c.AdminMaxConnections <= 0 {
-		l.maxConns = DefaultAdminMaxConnections
-	}
-	for _, d := range []struct {
-		v   *time.Duration
-		def time.Duration
-	}{{&l.readHeaderTimeout, DefaultReadHeaderTimeout}, {&l.idleTimeout, DefaultIdleTimeout}, {&l.stall, DefaultStallTimeout}} {
-		if *d.v <= 0 {
-			*d.v = d.def
-		}
-	}
+	orDefault(&l.maxConns, defConns)
+	orDefault(&l.maxHeaderBytes, DefaultMaxHeaderBytes)
+	orDefault(&l.readHeaderTimeout, DefaultReadHeaderTimeout)
+	orDefault(&l.idleTimeout, DefaultIdleTimeout)
+	orDefault(&l.stall, DefaultStallTimeout)
 	return l
+}
+
+func orDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // httpMetrics count what the limits do, per listener.
@@ -289,6 +282,11 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// connection: start each request with a fresh one.
 	sw.push()
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && sw.dl != nil {
+		// Also bounds net/http's read of what the handler left of the body,
+		// after it returns. Only with a body: without one, net/http is
+		// already reading the connection in the background, and a deadline
+		// would end that read and cancel the request.
+		sw.dl.SetReadDeadline(time.Now().Add(h.l.stall))
 		r.Body = &stallBody{ReadCloser: r.Body, dl: sw.dl, stall: h.l.stall, cut: &sw.cut}
 	}
 	h.next.ServeHTTP(sw, r)

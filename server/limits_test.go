@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -241,6 +242,37 @@ func TestStallTimeoutUpload(t *testing.T) {
 	}
 	if m := metric(t, n, `uplink_http_stalled_total{listener="admin"}`); m < 1 {
 		t.Fatalf("the stuck upload was not counted: %v", m)
+	}
+}
+
+// TestStallTimeoutUnreadBody: a request whose body the handler never
+// reads, trickled or stopped, does not keep its connection past the stall
+// timeout (net/http reads what is left of it after the answer).
+func TestStallTimeoutUnreadBody(t *testing.T) {
+	const stall = time.Second
+	cfg := baseConfig(t)
+	cfg.StallTimeout = stall
+	n := start(t, cfg)
+	for _, te := range []string{"Content-Length: 100000", "Transfer-Encoding: chunked"} {
+		c, err := net.Dial("tcp", n.srv.DistributionAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /distribution/main/acme/hello/x86_64/APKINDEX.tar.gz HTTP/1.1\r\nHost: uplink\r\n%s\r\n\r\n", te)
+		if strings.HasPrefix(te, "Transfer") {
+			io.WriteString(c, "10\r\n0123456789abcdef\r\n")
+		} else {
+			io.WriteString(c, "0123456789")
+		}
+		// The answer may come or not (a body never finished is read before
+		// it); either way the server must end the connection.
+		began := time.Now()
+		c.SetReadDeadline(began.Add(stall + 10*time.Second))
+		_, err = io.Copy(io.Discard, c)
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("%s, body never finished: connection still open after %v, want it closed within the stall timeout (%v)", te, time.Since(began), stall)
+		}
 	}
 }
 
