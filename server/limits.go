@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -131,6 +132,7 @@ func (s *Server) newHTTPServer(ln net.Listener, h http.Handler, l listenerLimits
 		ReadHeaderTimeout: l.readHeaderTimeout,
 		IdleTimeout:       l.idleTimeout,
 		ConnContext:       overCapContext,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	return srv, cl
 }

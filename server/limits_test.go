@@ -136,7 +136,7 @@ func bigRepository(t *testing.T, key apktest.Key, size int) (map[string][]byte, 
 	return files, "x86_64/big-1.0-r0.apk"
 }
 
-// TestStallTimeout: with --stall-timeout 1s, a client that stops reading
+// TestStallTimeout: with --stall-timeout 2s, a client that stops reading
 // a package is cut within the bound, while one that keeps reading slowly
 // gets the whole multi-MB package although it takes several times the
 // bound. Filesystem storage serves by sendfile, S3 by copies.
@@ -146,7 +146,7 @@ func TestStallTimeout(t *testing.T) {
 	// loopback), so the server must wait for the client.
 	files, pkg := bigRepository(t, key, 10<<20)
 	drivers(t, func(t *testing.T, cfg server.Config) {
-		const stall = time.Second
+		const stall = 2 * time.Second
 		cfg.StallTimeout = stall
 		n := start(t, cfg)
 		n.publish(t, commitOf("big"), "main", files)
@@ -154,7 +154,7 @@ func TestStallTimeout(t *testing.T) {
 		path := "/distribution/main/acme/hello/" + pkg
 		series := `uplink_http_stalled_total{listener="distribution"}`
 
-		// A slow but moving reader: 32 KiB every 10 ms, about 3 MB/s.
+		// A slow but moving reader: 32 KiB every 15 ms, about 2 MB/s.
 		began := time.Now()
 		_, _, resp := rawGet(t, n.srv.DistributionAddr(), path, 32<<10)
 		if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len(want)) {
@@ -171,7 +171,7 @@ func TestStallTimeout(t *testing.T) {
 			if err != nil {
 				t.Fatalf("slow reader cut at %d of %d bytes after %v: %v", got.Len(), len(want), time.Since(began), err)
 			}
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(15 * time.Millisecond)
 		}
 		took := time.Since(began)
 		if !bytes.Equal(got.Bytes(), want) {
@@ -364,7 +364,8 @@ func TestLastModifiedNotAfterDate(t *testing.T) {
 	n := start(t, baseConfig(t))
 	key := apktest.NewKey(t)
 	var last string
-	for i, v := range []string{"1.0-r0", "2.0-r0", "3.0-r0", "4.0-r0", "5.0-r0"} {
+	for i := range 8 {
+		v := fmt.Sprintf("%d.0-r0", i+1)
 		last = commitOf(fmt.Sprint("quick", i))
 		n.publish(t, last, "main", hello(t, key, v, v))
 	}
