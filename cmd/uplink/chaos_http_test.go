@@ -143,13 +143,9 @@ func plainBinary(t *testing.T) string {
 	if !httpChaosRace() {
 		return uplinkBinary(t)
 	}
+	race := uplinkBinary(t) // makes binDir, which TestMain removes
 	plainBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "uplink-plain-")
-		if err != nil {
-			plainBin.err = err
-			return
-		}
-		plainBin.path = filepath.Join(dir, "uplink")
+		plainBin.path = filepath.Join(filepath.Dir(race), "uplink-plain")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		if out, err := exec.CommandContext(ctx, "go", "build", "-o", plainBin.path, ".").CombinedOutput(); err != nil {
@@ -159,7 +155,6 @@ func plainBinary(t *testing.T) string {
 	if plainBin.err != nil {
 		t.Fatal(plainBin.err)
 	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(plainBin.path)) })
 	return plainBin.path
 }
 
