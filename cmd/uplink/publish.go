@@ -91,6 +91,18 @@ func cmdPublish(args []string, stdout, stderr io.Writer) int {
 	if _, err := artifact.ParseCommit(req.Commit); err != nil {
 		return fail(stderr, fmt.Errorf("--commit: %w", err))
 	}
+	// Checked here too: JSON would carry invalid UTF-8 as U+FFFD, a valid
+	// name the server could no longer refuse.
+	if req.Branch != "" {
+		if err := ref.ValidName("branch", req.Branch); err != nil {
+			return fail(stderr, fmt.Errorf("--branch: %w", err))
+		}
+	}
+	for _, t := range req.Tags {
+		if err := ref.ValidName("tag", t); err != nil {
+			return fail(stderr, fmt.Errorf("--tag: %w", err))
+		}
+	}
 	files, err := repositoryFiles(pos[0])
 	if err != nil {
 		return fail(stderr, err)
