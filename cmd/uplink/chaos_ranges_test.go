@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uplinkhq/uplink/client"
+	"github.com/uplinkhq/uplink/internal/apktest"
+	"github.com/uplinkhq/uplink/internal/testenv"
+	"github.com/uplinkhq/uplink/ref"
+)
+
+// TestChaosRanges: one request for 5,000 ranges of a package the real
+// binary serves from S3 costs a handful of S3 requests (counted by a proxy
+// in front of versitygw), not one per range, and answers the whole file.
+func TestChaosRanges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	gw := testenv.StartS3(t)
+	bucket := gw.NewBucket(t)
+	proxy := testenv.StartCutProxy(t, gw.Endpoint)
+	dp, ap := twoPorts(t)
+	env := cliEnv(
+		"UPLINK_LISTEN=127.0.0.1:"+strconv.Itoa(dp), "UPLINK_ADMIN_LISTEN=127.0.0.1:"+strconv.Itoa(ap),
+		"UPLINK_STORAGE=s3", "UPLINK_S3_ENDPOINT="+proxy.Addr, "UPLINK_S3_BUCKET="+bucket,
+		"UPLINK_S3_REGION="+gw.Region, "UPLINK_S3_ACCESS_KEY="+gw.AccessKey, "UPLINK_S3_SECRET_KEY="+gw.SecretKey,
+		"UPLINK_S3_TLS=false", "UPLINK_S3_PATH_STYLE=true", "UPLINK_ADMIN_TOKEN="+replicaToken,
+		"UPLINK_DISTRIBUTION_URL=http://uplink:4080", "UPLINK_ACCESS_LOG=false",
+	)
+	proc := startServe(t, t.TempDir(), env)
+	api := client.New("127.0.0.1:"+strconv.Itoa(ap), replicaToken)
+	deadline := time.Now().Add(time.Minute)
+	for api.Get(context.Background(), "/readyz", &map[string]string{}) != nil {
+		if proc.exited() || time.Now().After(deadline) {
+			t.Fatalf("uplink did not start:\n%s", proc.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// A package of 64 KiB that gzip cannot shrink, so that 5,000 one-byte
+	// ranges two bytes apart are all distinct and satisfiable.
+	noise := make([]byte, 64<<10)
+	rand.Read(noise)
+	files := apktest.BuildRepository(t, apktest.NewKey(t), apktest.DefaultArch, apktest.Package{Name: "big", Version: "1.0-r0",
+		Files: []apktest.File{{Path: "usr/share/big/noise", Data: noise}}})
+	dir := t.TempDir()
+	apktest.WriteDir(t, dir, files)
+	commit := sha("chaos-ranges")
+	ctx := context.Background()
+	for _, p := range []string{"x86_64/big-1.0-r0.apk", "x86_64/APKINDEX.tar.gz"} {
+		arch, name, _ := strings.Cut(p, "/")
+		if err := api.Upload(ctx, "acme/big", commit, arch, name, filepath.Join(dir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := api.Publish(ctx, "acme/big", ref.PublishRequest{Commit: commit, Branch: "main"}); err != nil {
+		t.Fatal(err)
+	}
+	pkg := files["x86_64/big-1.0-r0.apk"]
+	if len(pkg) < 10_000 {
+		t.Fatalf("package of %d bytes: too small for 5,000 distinct ranges", len(pkg))
+	}
+
+	ranges := make([]string, 5000)
+	for i := range ranges {
+		ranges[i] = fmt.Sprintf("%d-%d", 2*i, 2*i)
+	}
+	url := "http://127.0.0.1:" + strconv.Itoa(dp) + "/distribution/" + commit + "/acme/big/x86_64/big-1.0-r0.apk"
+	// A plain download first: the commit's resolution is then in memory,
+	// so what follows counts only the reads of the package itself.
+	if resp, err := http.Get(url); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("plain download: %v %v", resp, err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Range", "bytes="+strings.Join(ranges, ","))
+	before := proxy.Requests(http.MethodGet) + proxy.Requests(http.MethodHead)
+	start := time.Now()
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	s3Requests := proxy.Requests(http.MethodGet) + proxy.Requests(http.MethodHead) - before
+	t.Logf("5,000 ranges: %d in %v, %d S3 requests", resp.StatusCode, took, s3Requests)
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, pkg) {
+		t.Fatalf("5,000 ranges: %d, %d bytes (err %v); want 200 and the whole package of %d bytes", resp.StatusCode, len(body), err, len(pkg))
+	}
+	if s3Requests > 3 {
+		t.Fatalf("5,000 ranges cost %d S3 requests; want a handful (at most 3)", s3Requests)
+	}
+}
