@@ -49,23 +49,11 @@ func startHTTPChaos(t *testing.T, bin string, bigSize int, args ...string) *http
 	rdb := testenv.StartRedis(t)
 	gw := testenv.StartS3(t)
 	bucket := gw.NewBucket(t)
-	dp, ap := twoPorts(t)
-	env := cliEnv(
-		"UPLINK_LISTEN=127.0.0.1:"+strconv.Itoa(dp), "UPLINK_ADMIN_LISTEN=127.0.0.1:"+strconv.Itoa(ap),
-		"UPLINK_STORAGE=s3", "UPLINK_S3_ENDPOINT="+gw.Endpoint, "UPLINK_S3_BUCKET="+bucket,
-		"UPLINK_S3_REGION="+gw.Region, "UPLINK_S3_ACCESS_KEY="+gw.AccessKey, "UPLINK_S3_SECRET_KEY="+gw.SecretKey,
-		"UPLINK_S3_TLS=false", "UPLINK_S3_PATH_STYLE=true", "UPLINK_REDIS=redis://"+rdb.Addr+"/0",
-		"UPLINK_ADMIN_TOKEN="+replicaToken, "UPLINK_DISTRIBUTION_URL=http://uplink:4080", "UPLINK_ACCESS_LOG=false",
-	)
-	s := &httpChaosServer{proc: serveBinary(t, bin, t.TempDir(), env, args...), api: client.New("127.0.0.1:"+strconv.Itoa(ap), replicaToken),
-		distAddr: "127.0.0.1:" + strconv.Itoa(dp), adminAddr: "127.0.0.1:" + strconv.Itoa(ap)}
-	deadline := time.Now().Add(time.Minute)
-	for s.api.Get(context.Background(), "/readyz", &map[string]string{}) != nil {
-		if s.proc.exited() || time.Now().After(deadline) {
-			t.Fatalf("uplink did not start:\n%s", s.proc.stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	listen, dist, admin := listenEnv(t)
+	env := cliEnv(append(listen, s3Env(gw, gw.Endpoint, bucket, rdb.Addr)...)...)
+	s := &httpChaosServer{proc: serveBinary(t, bin, t.TempDir(), env, args...), api: client.New(admin, replicaToken),
+		distAddr: strings.TrimPrefix(dist, "http://"), adminAddr: admin}
+	waitReady(t, s.proc, s.api)
 
 	key := apktest.NewKey(t)
 	pkgs := []apktest.Package{{Name: "hello", Version: "1.0-r0", Files: []apktest.File{{Path: "usr/share/hello/VERSION", Data: []byte("1.0")}}}}

@@ -51,16 +51,12 @@ func newChaosPublishEnv(t *testing.T) *chaosPublishEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &chaosPublishEnv{t: t, dataDir: t.TempDir(), gw: gw, bucket: bucket, store: store, key: apktest.NewKey(t), env: []string{
-		"UPLINK_STORAGE=s3", "UPLINK_S3_ENDPOINT=" + gw.Endpoint, "UPLINK_S3_BUCKET=" + bucket,
-		"UPLINK_S3_REGION=" + gw.Region, "UPLINK_S3_ACCESS_KEY=" + gw.AccessKey, "UPLINK_S3_SECRET_KEY=" + gw.SecretKey,
-		"UPLINK_S3_TLS=false", "UPLINK_S3_PATH_STYLE=true", "UPLINK_REDIS=redis://" + rdb.Addr + "/0",
-		"UPLINK_ADMIN_TOKEN=" + replicaToken, "UPLINK_DISTRIBUTION_URL=http://uplink:4080", "UPLINK_ACCESS_LOG=false",
+	return &chaosPublishEnv{t: t, dataDir: t.TempDir(), gw: gw, bucket: bucket, store: store, key: apktest.NewKey(t), env: append(s3Env(gw, gw.Endpoint, bucket, rdb.Addr),
 		// An operation of a killed process is taken over within a second.
 		"UPLINK_OPERATION_LEASE=1s", "UPLINK_OPERATION_SCAN=200ms",
 		// Small bounds, so that a restarted process cleans up within the test.
 		"UPLINK_PUBLISH_GRACE=1s", "UPLINK_SWEEP_INTERVAL=200ms", "UPLINK_SPOOL_MAX_AGE=1s", "UPLINK_S3_MULTIPART_MAX_AGE=1s",
-	}}
+	)}
 }
 
 // start runs `uplink serve` on the environment's data directory, with

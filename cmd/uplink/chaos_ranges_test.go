@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,23 +28,10 @@ func TestChaosRanges(t *testing.T) {
 	gw := testenv.StartS3(t)
 	bucket := gw.NewBucket(t)
 	proxy := testenv.StartCutProxy(t, gw.Endpoint)
-	dp, ap := twoPorts(t)
-	env := cliEnv(
-		"UPLINK_LISTEN=127.0.0.1:"+strconv.Itoa(dp), "UPLINK_ADMIN_LISTEN=127.0.0.1:"+strconv.Itoa(ap),
-		"UPLINK_STORAGE=s3", "UPLINK_S3_ENDPOINT="+proxy.Addr, "UPLINK_S3_BUCKET="+bucket,
-		"UPLINK_S3_REGION="+gw.Region, "UPLINK_S3_ACCESS_KEY="+gw.AccessKey, "UPLINK_S3_SECRET_KEY="+gw.SecretKey,
-		"UPLINK_S3_TLS=false", "UPLINK_S3_PATH_STYLE=true", "UPLINK_ADMIN_TOKEN="+replicaToken,
-		"UPLINK_DISTRIBUTION_URL=http://uplink:4080", "UPLINK_ACCESS_LOG=false",
-	)
-	proc := startServe(t, t.TempDir(), env)
-	api := client.New("127.0.0.1:"+strconv.Itoa(ap), replicaToken)
-	deadline := time.Now().Add(time.Minute)
-	for api.Get(context.Background(), "/readyz", &map[string]string{}) != nil {
-		if proc.exited() || time.Now().After(deadline) {
-			t.Fatalf("uplink did not start:\n%s", proc.stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	listen, dist, admin := listenEnv(t)
+	proc := startServe(t, t.TempDir(), cliEnv(append(listen, s3Env(gw, proxy.Addr, bucket, "")...)...))
+	api := client.New(admin, replicaToken)
+	waitReady(t, proc, api)
 
 	// A package of 64 KiB that gzip cannot shrink, so that 5,000 one-byte
 	// ranges two bytes apart are all distinct and satisfiable.
@@ -75,7 +61,7 @@ func TestChaosRanges(t *testing.T) {
 	for i := range ranges {
 		ranges[i] = fmt.Sprintf("%d-%d", 2*i, 2*i)
 	}
-	url := "http://127.0.0.1:" + strconv.Itoa(dp) + "/distribution/" + commit + "/acme/big/x86_64/big-1.0-r0.apk"
+	url := dist + "/distribution/" + commit + "/acme/big/x86_64/big-1.0-r0.apk"
 	// A plain download first: the commit's resolution is then in memory,
 	// so what follows counts only the reads of the package itself.
 	if resp, err := http.Get(url); err != nil || resp.StatusCode != http.StatusOK {

@@ -33,17 +33,10 @@ type redisChaosReplica struct {
 
 func startRedisChaosReplica(t *testing.T, gw *testenv.S3, bucket, redisAddr string, extra ...string) *redisChaosReplica {
 	t.Helper()
-	dp, ap := twoPorts(t)
-	env := cliEnv(append([]string{
-		"UPLINK_LISTEN=127.0.0.1:" + strconv.Itoa(dp), "UPLINK_ADMIN_LISTEN=127.0.0.1:" + strconv.Itoa(ap),
-		"UPLINK_STORAGE=s3", "UPLINK_S3_ENDPOINT=" + gw.Endpoint, "UPLINK_S3_BUCKET=" + bucket,
-		"UPLINK_S3_REGION=" + gw.Region, "UPLINK_S3_ACCESS_KEY=" + gw.AccessKey, "UPLINK_S3_SECRET_KEY=" + gw.SecretKey,
-		"UPLINK_S3_TLS=false", "UPLINK_S3_PATH_STYLE=true", "UPLINK_REDIS=redis://" + redisAddr + "/0",
-		"UPLINK_ADMIN_TOKEN=" + replicaToken, "UPLINK_DISTRIBUTION_URL=http://uplink:4080", "UPLINK_ACCESS_LOG=false",
-	}, extra...)...)
-	admin := "127.0.0.1:" + strconv.Itoa(ap)
+	listen, dist, admin := listenEnv(t)
+	env := cliEnv(append(append(listen, s3Env(gw, gw.Endpoint, bucket, redisAddr)...), extra...)...)
 	r := &redisChaosReplica{replica: &replica{proc: startServe(t, t.TempDir(), env), api: client.New(admin, replicaToken),
-		dist: "http://127.0.0.1:" + strconv.Itoa(dp)}, admin: admin}
+		dist: dist}, admin: admin}
 	deadline := time.Now().Add(time.Minute)
 	for {
 		if resp, err := http.Get("http://" + admin + "/healthz"); err == nil {

@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -95,24 +93,10 @@ func TestChaosStorage(t *testing.T) {
 	rdb := testenv.StartRedis(t)
 	gw := testenv.StartS3(t)
 	bucket := gw.NewBucket(t)
-	dp, ap := twoPorts(t)
-	env := cliEnv(
-		"UPLINK_LISTEN=127.0.0.1:"+strconv.Itoa(dp), "UPLINK_ADMIN_LISTEN=127.0.0.1:"+strconv.Itoa(ap),
-		"UPLINK_STORAGE=s3", "UPLINK_S3_ENDPOINT="+gw.Endpoint, "UPLINK_S3_BUCKET="+bucket,
-		"UPLINK_S3_REGION="+gw.Region, "UPLINK_S3_ACCESS_KEY="+gw.AccessKey, "UPLINK_S3_SECRET_KEY="+gw.SecretKey,
-		"UPLINK_S3_TLS=false", "UPLINK_S3_PATH_STYLE=true", "UPLINK_REDIS=redis://"+rdb.Addr+"/0",
-		"UPLINK_ADMIN_TOKEN="+replicaToken, "UPLINK_DISTRIBUTION_URL=http://uplink:4080", "UPLINK_ACCESS_LOG=false",
-		"UPLINK_STORAGE_TIMEOUT="+timeout.String(),
-	)
-	r := &replica{proc: startServe(t, t.TempDir(), env), api: client.New("127.0.0.1:"+strconv.Itoa(ap), replicaToken),
-		dist: "http://127.0.0.1:" + strconv.Itoa(dp)}
-	deadline := time.Now().Add(time.Minute)
-	for r.api.Get(context.Background(), "/readyz", &map[string]string{}) != nil {
-		if r.proc.exited() || time.Now().After(deadline) {
-			t.Fatalf("uplink did not start:\n%s", r.proc.stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	listen, dist, admin := listenEnv(t)
+	env := cliEnv(append(append(listen, s3Env(gw, gw.Endpoint, bucket, rdb.Addr)...), "UPLINK_STORAGE_TIMEOUT="+timeout.String())...)
+	r := &replica{proc: startServe(t, t.TempDir(), env), api: client.New(admin, replicaToken), dist: dist}
+	waitReady(t, r.proc, r.api)
 	key := apktest.NewKey(t)
 	a, b := sha("chaos-storage-a"), sha("chaos-storage-b")
 	r.publish(t, key, a, "1.0-r0")

@@ -421,31 +421,7 @@ func (p *serveProc) exited() bool {
 
 func startServe(t *testing.T, dir string, env []string, args ...string) *serveProc {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	cmd := exec.CommandContext(ctx, uplinkBinary(t), append([]string{"serve"}, args...)...)
-	cmd.Dir, cmd.Env = dir, env
-	cmd.WaitDelay = 5 * time.Second
-	p := &serveProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if !p.exited() {
-			cmd.Process.Kill()
-		}
-		<-p.done
-		cancel()
-		if t.Failed() {
-			t.Logf("uplink serve output:\n%s", p.stderr.String())
-		}
-	})
-	return p
+	return serveBinary(t, uplinkBinary(t), dir, env, args...)
 }
 
 // twoPorts returns two distinct free loopback ports.

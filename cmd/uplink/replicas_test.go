@@ -41,28 +41,12 @@ func cluster(t *testing.T, count int) ([]*replica, *testenv.Redis, func() *repli
 	gw := testenv.StartS3(t)
 	bucket := gw.NewBucket(t)
 	startOne := func() *replica {
-		dp, ap := twoPorts(t)
-		env := cliEnv(
-			"UPLINK_LISTEN=127.0.0.1:"+strconv.Itoa(dp), "UPLINK_ADMIN_LISTEN=127.0.0.1:"+strconv.Itoa(ap),
-			"UPLINK_STORAGE=s3", "UPLINK_S3_ENDPOINT="+gw.Endpoint, "UPLINK_S3_BUCKET="+bucket,
-			"UPLINK_S3_REGION="+gw.Region, "UPLINK_S3_ACCESS_KEY="+gw.AccessKey, "UPLINK_S3_SECRET_KEY="+gw.SecretKey,
-			"UPLINK_S3_TLS=false", "UPLINK_S3_PATH_STYLE=true", "UPLINK_REDIS=redis://"+rdb.Addr+"/0",
-			"UPLINK_ADMIN_TOKEN="+replicaToken, "UPLINK_OPERATION_LEASE=3s", "UPLINK_OPERATION_SCAN=300ms",
-			"UPLINK_NO_BACKEND_STEP_DELAY=700ms", "UPLINK_DISTRIBUTION_URL=http://uplink:4080", "UPLINK_ACCESS_LOG=false",
-		)
-		r := &replica{proc: startServe(t, t.TempDir(), env), api: client.New("127.0.0.1:"+strconv.Itoa(ap), replicaToken),
-			dist: "http://127.0.0.1:" + strconv.Itoa(dp)}
-		deadline := time.Now().Add(time.Minute)
-		for {
-			var v map[string]string
-			if err := r.api.Get(context.Background(), "/readyz", &v); err == nil {
-				return r
-			}
-			if r.proc.exited() || time.Now().After(deadline) {
-				t.Fatalf("replica did not start:\n%s", r.proc.stderr.String())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		listen, dist, admin := listenEnv(t)
+		env := cliEnv(append(append(listen, s3Env(gw, gw.Endpoint, bucket, rdb.Addr)...),
+			"UPLINK_OPERATION_LEASE=3s", "UPLINK_OPERATION_SCAN=300ms", "UPLINK_NO_BACKEND_STEP_DELAY=700ms")...)
+		r := &replica{proc: startServe(t, t.TempDir(), env), api: client.New(admin, replicaToken), dist: dist}
+		waitReady(t, r.proc, r.api)
+		return r
 	}
 	var rs []*replica
 	for range count {
