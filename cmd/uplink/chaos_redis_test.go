@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +20,6 @@ import (
 	"github.com/uplinkhq/uplink/client"
 	"github.com/uplinkhq/uplink/internal/apktest"
 	"github.com/uplinkhq/uplink/internal/testenv"
-	"github.com/uplinkhq/uplink/ref"
 )
 
 // redisChaosReplica is an `uplink serve` on real S3 (versitygw) and the
@@ -70,27 +68,6 @@ func (r *redisChaosReplica) metric(t *testing.T, series string) float64 {
 		}
 	}
 	return 0
-}
-
-// redisChaosPublish publishes a one-package repository as commit on main
-// through r and returns its files by path under the arch.
-func redisChaosPublish(t *testing.T, r *replica, key apktest.Key, commit, version string) map[string][]byte {
-	t.Helper()
-	files := apktest.BuildRepository(t, key, apktest.DefaultArch, apktest.Package{Name: "hello", Version: version,
-		Files: []apktest.File{{Path: "usr/share/hello/VERSION", Data: []byte(version)}}})
-	dir := t.TempDir()
-	apktest.WriteDir(t, dir, files)
-	ctx := context.Background()
-	for _, p := range []string{"x86_64/hello-" + version + ".apk", "x86_64/APKINDEX.tar.gz"} {
-		arch, name, _ := strings.Cut(p, "/")
-		if err := r.api.Upload(ctx, "acme/hello", commit, arch, name, filepath.Join(dir, p)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := r.api.Publish(ctx, "acme/hello", ref.PublishRequest{Commit: commit, Branch: "main"}); err != nil {
-		t.Fatal(err)
-	}
-	return files
 }
 
 // mainCommit is the commit r serves main's index from.
@@ -197,7 +174,7 @@ func TestChaosRedis(t *testing.T) {
 	// A short ref cache TTL sends more lookups to Redis, where the faults are.
 	r1 := startRedisChaosReplica(t, gw, bucket, rdb.Addr, "UPLINK_REF_CACHE_TTL=1s")
 	r2 := startRedisChaosReplica(t, gw, bucket, rdb.Addr, "UPLINK_REF_CACHE_TTL=1s")
-	files := redisChaosPublish(t, r1.replica, apktest.NewKey(t), sha("chaos-redis"), "1.0-r0")
+	files := r1.publish(t, apktest.NewKey(t), sha("chaos-redis"), "1.0-r0")
 	want := map[string][]byte{}
 	for _, r := range []*redisChaosReplica{r1, r2} {
 		for _, p := range []string{"x86_64/APKINDEX.tar.gz", "x86_64/hello-1.0-r0.apk"} {
@@ -345,7 +322,7 @@ func TestChaosRedisPublisherCutOff(t *testing.T) {
 	hc := &http.Client{Timeout: 20 * time.Second}
 	key := apktest.NewKey(t)
 	a, b := sha("cutoff-A"), sha("cutoff-B")
-	redisChaosPublish(t, pub.replica, key, a, "1.0-r0")
+	pub.publish(t, key, a, "1.0-r0")
 	// The other replica must be reading main's pointer through Redis, or
 	// the test would prove nothing. The publish primed Redis; should that
 	// have failed, its own storage read fills Redis for its next lookup.
@@ -361,7 +338,7 @@ func TestChaosRedisPublisherCutOff(t *testing.T) {
 	}
 
 	proxy.setCut(true)
-	redisChaosPublish(t, pub.replica, key, b, "2.0-r0")
+	pub.publish(t, key, b, "2.0-r0")
 	published := time.Now()
 	if got := pub.mainCommit(t, hc); got != b {
 		t.Fatalf("the publishing replica serves %s, want B", got)

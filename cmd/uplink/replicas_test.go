@@ -57,7 +57,9 @@ func cluster(t *testing.T, count int) ([]*replica, *testenv.Redis, func() *repli
 
 func sha(label string) string { return fmt.Sprintf("%x", sha1.Sum([]byte(label))) }
 
-func (r *replica) publish(t *testing.T, key apktest.Key, commit, version string) {
+// publish publishes a one-package repository as commit on main through r
+// and returns its files by path under the arch.
+func (r *replica) publish(t *testing.T, key apktest.Key, commit, version string) map[string][]byte {
 	t.Helper()
 	files := apktest.BuildRepository(t, key, apktest.DefaultArch, apktest.Package{Name: "hello", Version: version,
 		Files: []apktest.File{{Path: "usr/share/hello/VERSION", Data: []byte(version)}}})
@@ -73,6 +75,7 @@ func (r *replica) publish(t *testing.T, key apktest.Key, commit, version string)
 	if _, err := r.api.Publish(ctx, "acme/hello", ref.PublishRequest{Commit: commit, Branch: "main"}); err != nil {
 		t.Fatal(err)
 	}
+	return files
 }
 
 func (r *replica) op(t *testing.T, id string) *operation.Operation {
