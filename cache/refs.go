@@ -547,6 +547,16 @@ func (c *Refs) deployment(ctx context.Context) (string, bool) {
 	return v.(string), true
 }
 
+// Namespace is the prefix of this deployment's Redis keys (the Redis
+// prefix and the storage's identity), for other users of the same Redis;
+// false while the identity is unknown.
+func (c *Refs) Namespace(ctx context.Context) (string, bool) {
+	if _, ok := c.deployment(ctx); !ok {
+		return "", false
+	}
+	return *c.ns.Load(), true
+}
+
 // Keys and the channel; only valid once deployment answered.
 func (c *Refs) channel() string                { return *c.ns.Load() + "invalidate" }
 func (c *Refs) genKey(app artifact.App) string { return *c.ns.Load() + "gen:" + app.String() }

@@ -24,6 +24,11 @@ type ClientIndexConfig struct {
 	// it in this process.
 	Redis  redis.UniversalClient
 	Prefix string
+	// Namespace, when set, is the Redis key prefix of this deployment (the
+	// ref cache's: Prefix and the storage's identity), so that deployments
+	// sharing a Redis never read each other's clients; false while it is
+	// unknown, and Redis is then left alone. Nil: Prefix.
+	Namespace func(context.Context) (string, bool)
 	// TTL is how long a client's index is remembered after it last
 	// received it. apk installs against its cached index for 4 hours
 	// before asking again (apk-protocol.md §7.2), so it should be longer.
@@ -193,8 +198,15 @@ func (c *ClientIndexes) Len() int { return c.mem.Len() }
 
 // redisKey is unambiguous: neither an address nor an app holds '|', and
 // the branch, which may, comes last.
-func (c *ClientIndexes) redisKey(k clientKey) string {
-	return c.cfg.Prefix + "client-index:" + k.addr.String() + "|" + k.app.String() + "|" + k.branch
+func (c *ClientIndexes) redisKey(ctx context.Context, k clientKey) (string, bool) {
+	ns := c.cfg.Prefix
+	if c.cfg.Namespace != nil {
+		var ok bool
+		if ns, ok = c.cfg.Namespace(ctx); !ok {
+			return "", false
+		}
+	}
+	return ns + "client-index:" + k.addr.String() + "|" + k.app.String() + "|" + k.branch, true
 }
 
 func (c *ClientIndexes) redisUsable() bool {
@@ -213,7 +225,11 @@ func (c *ClientIndexes) redisFailed(op string, err error) {
 func (c *ClientIndexes) redisSet(ctx context.Context, k clientKey, commit string, at int64) bool {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RedisTimeout)
 	defer cancel()
-	err := c.cfg.Redis.Set(ctx, c.redisKey(k), commit+" "+strconv.FormatInt(at, 10), c.cfg.TTL).Err()
+	key, ok := c.redisKey(ctx, k)
+	if !ok {
+		return false
+	}
+	err := c.cfg.Redis.Set(ctx, key, commit+" "+strconv.FormatInt(at, 10), c.cfg.TTL).Err()
 	if err != nil {
 		c.redisFailed("set", err)
 		return false
@@ -221,12 +237,18 @@ func (c *ClientIndexes) redisSet(ctx context.Context, k clientKey, commit string
 	return true
 }
 
+var errNoNamespace = errors.New("deployment identity unknown")
+
 // redisGet returns "" for a missing or unreadable entry, an error only
 // when Redis failed.
 func (c *ClientIndexes) redisGet(ctx context.Context, k clientKey) (commit string, at int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RedisTimeout)
 	defer cancel()
-	v, err := c.cfg.Redis.Get(ctx, c.redisKey(k)).Result()
+	key, ok := c.redisKey(ctx, k)
+	if !ok {
+		return "", 0, errNoNamespace
+	}
+	v, err := c.cfg.Redis.Get(ctx, key).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", 0, nil
 	}

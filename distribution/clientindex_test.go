@@ -236,3 +236,42 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+// TestClientIndexesDeployments: deployments sharing a Redis and a prefix
+// keep their clients apart by namespace, and one whose storage identity
+// is not known yet leaves Redis alone.
+func TestClientIndexesDeployments(t *testing.T) {
+	rdb := testenv.StartRedis(t)
+	client := func() redis.UniversalClient {
+		c := redis.NewClient(&redis.Options{Addr: rdb.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond,
+			ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	ns := func(s string, ok bool) func(context.Context) (string, bool) {
+		return func(context.Context) (string, bool) { return s, ok }
+	}
+	deployment := func(namespace func(context.Context) (string, bool)) *ClientIndexes {
+		var clk clock
+		return newTestIndexes(ClientIndexConfig{Redis: client(), Prefix: "test:", Namespace: namespace, TTL: 5 * time.Hour,
+			Refresh: time.Minute, RedisTimeout: 100 * time.Millisecond, Registerer: prometheus.NewRegistry()}, &clk)
+	}
+	ctx := context.Background()
+	one, oneAgain := deployment(ns("test:one:", true)), deployment(ns("test:one:", true))
+	other, unknown := deployment(ns("test:other:", true)), deployment(ns("", false))
+
+	one.Received(ctx, addr(1), testApp, "main", commitA)
+	if got := oneAgain.Commit(ctx, addr(1), testApp, "main"); got != commitA {
+		t.Fatalf("another replica of the same deployment: %q, want A", got)
+	}
+	if got := other.Commit(ctx, addr(1), testApp, "main"); got != "" {
+		t.Fatalf("another deployment under the same prefix read %q", got)
+	}
+	unknown.Received(ctx, addr(2), testApp, "main", commitB)
+	if keys := client().Keys(ctx, "test:*").Val(); len(keys) != 1 || keys[0] != "test:one:client-index:10.0.0.1|acme/hello|main" {
+		t.Fatalf("Redis keys %q; want only deployment one's entry", keys)
+	}
+	if got := unknown.Commit(ctx, addr(1), testApp, "main"); got != "" {
+		t.Fatalf("a deployment without an identity read %q from Redis", got)
+	}
+}

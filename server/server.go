@@ -271,7 +271,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 
 	s.dist = newEcho(log, cfg.AccessLog)
 	clients := distribution.NewClientIndexes(distribution.ClientIndexConfig{
-		Redis: rc, Prefix: cfg.RedisPrefix, TTL: cfg.ClientIndexTTL, RedisTimeout: cfg.RedisTimeout,
+		Redis: rc, Prefix: cfg.RedisPrefix, Namespace: s.cache.Namespace, TTL: cfg.ClientIndexTTL, RedisTimeout: cfg.RedisTimeout,
 		RefStaleness: cfg.RefCacheTTL, Logger: log, Registerer: reg,
 	})
 	dh := distribution.New(distribution.Config{
