@@ -85,6 +85,7 @@ func (a *API) Register(e *echo.Echo) {
 	g.POST("/apps/:org/:app/builds", a.publish)
 	g.GET("/apps/:org/:app/builds", a.listBuilds)
 	g.GET("/apps/:org/:app/refs", a.listRefs)
+	g.GET("/openapi.json", a.openAPI)
 	a.registerKeys(g)
 	a.registerInstallations(g)
 	g.Any("/*", func(echo.Context) error { return errorf(http.StatusNotFound, "not_found", "no such endpoint") })
