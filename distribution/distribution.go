@@ -162,14 +162,8 @@ func (h *Handler) Serve(c echo.Context) error {
 		// apk reuses a connection only when told so explicitly.
 		rw.Header()["Connection"] = hdrKeepAlive
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		rw.Header().Set("Allow", "GET, HEAD")
-		plain(rw, http.StatusMethodNotAllowed, "method not allowed")
-		return nil
-	}
-	addr, ok := h.allowed(c)
+	addr, ok := h.admit(rw, c)
 	if !ok {
-		plain(rw, http.StatusForbidden, "forbidden")
 		return nil
 	}
 	req, err := ParsePath(r.URL.EscapedPath()[len(Prefix):])
@@ -179,16 +173,8 @@ func (h *Handler) Serve(c echo.Context) error {
 		plain(rw, pe.Status, pe.Reason)
 		return nil
 	}
-	if h.cfg.Authorize != nil {
-		if err := h.cfg.Authorize(r.Context(), req.Application(), addr); errors.Is(err, ErrForbidden) {
-			plain(rw, http.StatusForbidden, "forbidden")
-			return nil
-		} else if err != nil {
-			h.log.Error("distribution: cannot decide access", "client", addr.String(), "err", err)
-			rw.Header().Set("Retry-After", RetryAfter)
-			plain(rw, http.StatusServiceUnavailable, "cannot check access now, try again later")
-			return nil
-		}
+	if !h.authorized(rw, r, req.Application(), addr) {
+		return nil
 	}
 	fileKind = "package"
 	if artifact.IsIndex(req.File) {
@@ -552,6 +538,42 @@ func requestID(w http.ResponseWriter, r *http.Request) string {
 		return id
 	}
 	return r.Header.Get(echo.HeaderXRequestID)
+}
+
+// admit answers what every request of this listener is refused for
+// before its path is read: a method other than GET or HEAD, an address
+// outside the allow-list. It returns the client's address.
+func (h *Handler) admit(w http.ResponseWriter, c echo.Context) (netip.Addr, bool) {
+	if m := c.Request().Method; m != http.MethodGet && m != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		plain(w, http.StatusMethodNotAllowed, "method not allowed")
+		return netip.Addr{}, false
+	}
+	addr, ok := h.allowed(c)
+	if !ok {
+		plain(w, http.StatusForbidden, "forbidden")
+	}
+	return addr, ok
+}
+
+// authorized asks Config.Authorize whether client may fetch app's files,
+// answering 403 for a refusal and 503 when it cannot tell.
+func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, app artifact.App, client netip.Addr) bool {
+	if h.cfg.Authorize == nil {
+		return true
+	}
+	err := h.cfg.Authorize(r.Context(), app, client)
+	if errors.Is(err, ErrForbidden) {
+		plain(w, http.StatusForbidden, "forbidden")
+		return false
+	}
+	if err != nil {
+		h.log.Error("distribution: cannot decide access", "path", r.URL.Path, "client", client.String(), "err", err)
+		w.Header().Set("Retry-After", RetryAfter)
+		plain(w, http.StatusServiceUnavailable, "cannot check access now, try again later")
+		return false
+	}
+	return true
 }
 
 // ErrForbidden is what Config.Authorize returns to refuse a client.

@@ -310,14 +310,8 @@ func (h *Handler) RegisterKeys(e *echo.Echo, keys *Keys) {
 
 func (h *Handler) serveKey(c echo.Context, keys *Keys) error {
 	w, r := c.Response(), c.Request()
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		plain(w, http.StatusMethodNotAllowed, "method not allowed")
-		return nil
-	}
-	addr, ok := h.allowed(c)
+	addr, ok := h.admit(w, c)
 	if !ok {
-		plain(w, http.StatusForbidden, "forbidden")
 		return nil
 	}
 	app, name, err := parseKeyPath(r.URL.EscapedPath()[len(KeysPrefix):])
@@ -326,16 +320,8 @@ func (h *Handler) serveKey(c echo.Context, keys *Keys) error {
 		return nil
 	}
 	ctx := r.Context()
-	if h.cfg.Authorize != nil {
-		if err := h.cfg.Authorize(ctx, app, addr); errors.Is(err, ErrForbidden) {
-			plain(w, http.StatusForbidden, "forbidden")
-			return nil
-		} else if err != nil {
-			h.log.Error("keys: cannot decide access", "client", addr.String(), "err", err)
-			w.Header().Set("Retry-After", RetryAfter)
-			plain(w, http.StatusServiceUnavailable, "cannot check access now, try again later")
-			return nil
-		}
+	if !h.authorized(w, r, app, addr) {
+		return nil
 	}
 	sctx, cancel := context.WithTimeout(ctx, h.cfg.StorageTimeout)
 	s, found, err := keys.Settings(sctx, app)
