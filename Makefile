@@ -35,4 +35,4 @@ build:
 # QUICK=1 runs a smaller version. Not part of `make test`.
 bench:
 	./scripts/install-bench-deps.sh
-	$(GO) run ./bench $(if $(QUICK),-quick)
+	$(GO) run ./internal/bench $(if $(QUICK),-quick)

@@ -8,8 +8,8 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/uplinkhq/uplink/artifact"
 	"github.com/uplinkhq/uplink/distribution"
+	"github.com/uplinkhq/uplink/distribution/artifact"
 )
 
 // Authorize refuses with 403, and a failing check answers 503 (never 500,

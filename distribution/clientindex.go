@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/distribution/artifact"
 )
 
 // ClientIndexConfig configures ClientIndexes.

@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/internal/testenv"
 )
 

@@ -23,9 +23,9 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/uplinkhq/uplink/artifact"
-	"github.com/uplinkhq/uplink/cache"
-	"github.com/uplinkhq/uplink/ref"
+	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/distribution/cache"
+	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/storage"
 )
 

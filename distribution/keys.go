@@ -19,8 +19,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/uplinkhq/uplink/artifact"
-	"github.com/uplinkhq/uplink/ref"
+	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/storage"
 )
 

@@ -19,10 +19,10 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/uplinkhq/uplink/artifact"
 	"github.com/uplinkhq/uplink/distribution"
+	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/internal/apktest"
-	"github.com/uplinkhq/uplink/ref"
 	"github.com/uplinkhq/uplink/storage"
 	"github.com/uplinkhq/uplink/storage/filesystem"
 )

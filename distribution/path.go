@@ -5,8 +5,8 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/uplinkhq/uplink/artifact"
-	"github.com/uplinkhq/uplink/ref"
+	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/distribution/ref"
 )
 
 // MaxPathLength bounds the escaped path after /distribution/.

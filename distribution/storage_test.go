@@ -19,11 +19,11 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/uplinkhq/uplink/artifact"
-	"github.com/uplinkhq/uplink/cache"
 	"github.com/uplinkhq/uplink/distribution"
+	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/distribution/cache"
+	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/internal/testenv"
-	"github.com/uplinkhq/uplink/ref"
 	"github.com/uplinkhq/uplink/storage"
 	"github.com/uplinkhq/uplink/storage/s3"
 )

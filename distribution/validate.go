@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/storage"
 )
 

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkhq/uplink/artifact"
 	"github.com/uplinkhq/uplink/distribution"
+	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/internal/apkfile"
 	"github.com/uplinkhq/uplink/internal/apktest"
 	"github.com/uplinkhq/uplink/storage"

@@ -21,11 +21,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkhq/uplink/client"
+	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/internal/apktest"
+	"github.com/uplinkhq/uplink/internal/client"
+	"github.com/uplinkhq/uplink/internal/server"
 	"github.com/uplinkhq/uplink/internal/testenv"
-	"github.com/uplinkhq/uplink/ref"
-	"github.com/uplinkhq/uplink/server"
 )
 
 // httpChaosServer is `uplink serve` on real Redis and S3 with a published

@@ -21,12 +21,12 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
-	"github.com/uplinkhq/uplink/client"
-	"github.com/uplinkhq/uplink/installation"
+	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/instance"
+	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/internal/apktest"
+	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/testenv"
-	"github.com/uplinkhq/uplink/operation"
-	"github.com/uplinkhq/uplink/ref"
 	"github.com/uplinkhq/uplink/storage/s3"
 )
 
@@ -192,7 +192,7 @@ func (e *chaosPublishEnv) upgraded(r *replica, what, commit string) {
 	e.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		var v installation.View
+		var v instance.View
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := r.api.Get(ctx, "/api/v1/installations/web", &v)
 		cancel()
@@ -244,9 +244,9 @@ func TestChaosPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	history := []string{commits[0]}
-	spec := installation.Spec{App: "acme/hello", Package: "hello", Channel: operation.Channel{Branch: "main"},
-		Instances: installation.Instances{Image: "alpine/3.20"}, PublicKey: string(e.key.PublicPEM()), KeyName: e.key.Name}
-	var v installation.View
+	spec := instance.Spec{App: "acme/hello", Package: "hello", Channel: operation.Channel{Branch: "main"},
+		Instances: instance.Instances{Image: "alpine/3.20"}, PublicKey: string(e.key.PublicPEM()), KeyName: e.key.Name}
+	var v instance.View
 	if err := r.api.JSON(context.Background(), http.MethodPut, "/api/v1/installations/web", spec, &v); err != nil {
 		t.Fatal(err)
 	}

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkhq/uplink/client"
+	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/internal/apktest"
+	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/testenv"
-	"github.com/uplinkhq/uplink/ref"
 )
 
 // TestChaosRanges: one request for 5,000 ranges of a package the real

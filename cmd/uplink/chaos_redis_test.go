@@ -17,8 +17,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/uplinkhq/uplink/client"
 	"github.com/uplinkhq/uplink/internal/apktest"
+	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/testenv"
 )
 

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkhq/uplink/client"
 	"github.com/uplinkhq/uplink/internal/apktest"
+	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/testenv"
 )
 

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkhq/uplink/client"
-	"github.com/uplinkhq/uplink/installation"
+	"github.com/uplinkhq/uplink/instance"
+	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/internal/apktest"
-	"github.com/uplinkhq/uplink/operation"
+	"github.com/uplinkhq/uplink/internal/client"
 )
 
 // TestCLIRollback is the README's rollback story with the real binary
@@ -50,9 +50,9 @@ func TestCLIRollback(t *testing.T) {
 	a := publish("A", "hello", "1.0-r0")
 	publish("B", "hello", "2.0-r0")
 
-	spec := installation.Spec{App: "acme/hello", Package: "hello", Channel: operation.Channel{Branch: "main"},
-		Instances: installation.Instances{Image: "alpine/3.20"}, PublicKey: string(key.PublicPEM()), KeyName: key.Name}
-	var v installation.View
+	spec := instance.Spec{App: "acme/hello", Package: "hello", Channel: operation.Channel{Branch: "main"},
+		Instances: instance.Instances{Image: "alpine/3.20"}, PublicKey: string(key.PublicPEM()), KeyName: key.Name}
+	var v instance.View
 	if err := api.JSON(context.Background(), http.MethodPut, "/api/v1/installations/web", spec, &v); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestCLIRollback(t *testing.T) {
 		t.Fatalf("channel --commit: no log before the outcome:\n%s", out)
 	}
 	out, _, code = runCLI(t, dir, env, "installations", "--json")
-	var list struct{ Installations []installation.View }
+	var list struct{ Installations []instance.View }
 	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Installations) != 1 || list.Installations[0].ResolvedCommit != a {
 		t.Fatalf("installations --json: exit %d %s", code, out)
 	}

@@ -18,10 +18,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkhq/uplink/client"
-	"github.com/uplinkhq/uplink/installation"
-	"github.com/uplinkhq/uplink/operation"
-	"github.com/uplinkhq/uplink/server"
+	"github.com/uplinkhq/uplink/instance"
+	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/internal/client"
+	"github.com/uplinkhq/uplink/internal/server"
 )
 
 // The tests of this file run the installation and operation commands
@@ -117,8 +117,8 @@ type fakeAPI struct {
 	multiline, crlf, comments bool
 
 	mu            sync.Mutex
-	installations []installation.View
-	history       map[string][]installation.HistoryEntry
+	installations []instance.View
+	history       map[string][]instance.HistoryEntry
 	ops           map[string]*fakeOp
 	order         []string // operation ids, oldest first
 	next          []operation.Operation
@@ -130,7 +130,7 @@ type fakeAPI struct {
 }
 
 func newFakeAPI(t *testing.T) *fakeAPI {
-	f := &fakeAPI{t: t, history: map[string][]installation.HistoryEntry{}, ops: map[string]*fakeOp{}}
+	f := &fakeAPI{t: t, history: map[string][]instance.HistoryEntry{}, ops: map[string]*fakeOp{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/installations", f.listInstallations)
 	mux.HandleFunc("GET /api/v1/installations/{name}", f.getInstallation)
@@ -828,19 +828,19 @@ func TestOps(t *testing.T) {
 	}
 }
 
-func testView() installation.View {
+func testView() instance.View {
 	ops := opStates("web.2", "web", testSteps, -1)
-	return installation.View{
+	return instance.View{
 		Name: "web",
-		Spec: installation.Spec{
+		Spec: instance.Spec{
 			App: "acme/web", Package: "web", Channel: operation.Channel{Commit: commitB, Tag: "v1.2"},
-			Instances:     installation.Instances{Count: 2, Image: "alpine/3.20", Profiles: []string{"default"}, Project: "default"},
+			Instances:     instance.Instances{Count: 2, Image: "alpine/3.20", Profiles: []string{"default"}, Project: "default"},
 			KeyName:       "acme-web.rsa.pub",
 			HealthCommand: []string{"/bin/sh", "-c", "wget -q -O- localhost/healthz"},
 		},
 		ResolvedCommit: commitB,
 		RepositoryURL:  "http://uplink:4080/distribution/" + commitB + "/acme/web",
-		Observed:       []installation.Instance{{Name: "web-1", Commit: commitB, State: "running"}, {Name: "web-2", Commit: commitA, State: "stopped"}},
+		Observed:       []instance.Instance{{Name: "web-1", Commit: commitB, State: "running"}, {Name: "web-2", Commit: commitA, State: "stopped"}},
 		LastOperation:  &ops[len(ops)-1],
 		CreatedAt:      testTime,
 		UpdatedAt:      testTime.Add(time.Hour),
@@ -851,14 +851,14 @@ func testView() installation.View {
 func TestInstallations(t *testing.T) {
 	clearUplinkEnv(t)
 	f := newFakeAPI(t)
-	f.installations = []installation.View{
+	f.installations = []instance.View{
 		testView(),
-		{Name: "api", Spec: installation.Spec{App: "acme/api", Package: "api", Channel: operation.Channel{Branch: "main"}},
+		{Name: "api", Spec: instance.Spec{App: "acme/api", Package: "api", Channel: operation.Channel{Branch: "main"}},
 			ResolvedCommit: commitA, RepositoryURL: "http://uplink:4080/distribution/main/acme/api",
-			LastAttempt: &installation.Attempt{Channel: operation.Channel{Branch: "bad"}, Commit: commitB, Operation: "api.3",
+			LastAttempt: &instance.Attempt{Channel: operation.Channel{Branch: "bad"}, Commit: commitB, Operation: "api.3",
 				Error: "verify-package: package \"api\" is not in the x86_64 repository of commit " + commitB + "\nmore"}},
-		{Name: "new", Spec: installation.Spec{App: "acme/new", Package: "new"},
-			Pending: &installation.Attempt{Channel: operation.Channel{Commit: commitA}, Commit: commitA, Operation: "new.1"}},
+		{Name: "new", Spec: instance.Spec{App: "acme/new", Package: "new"},
+			Pending: &instance.Attempt{Channel: operation.Channel{Commit: commitA}, Commit: commitA, Operation: "new.1"}},
 	}
 	stdout, stderr, code := runCmd(cmdInstallations, f.args()...)
 	want := "NAME  APP       PACKAGE  CHANNEL      COMMIT        REPOSITORY URL                                                                     LAST OP          LAST ATTEMPT\n" +
@@ -894,12 +894,12 @@ func TestInstallations(t *testing.T) {
 	}
 
 	stdout, _, code = runCmd(cmdInstallations, f.args("--json")...)
-	var list struct{ Installations []installation.View }
+	var list struct{ Installations []instance.View }
 	if err := json.Unmarshal([]byte(stdout), &list); code != 0 || err != nil || !jsonEqual(list.Installations, f.installations) {
 		t.Fatalf("--json: exit %d, stdout:\n%s", code, stdout)
 	}
 	stdout, _, code = runCmd(cmdInstallations, f.args("web", "--json")...)
-	var v installation.View
+	var v instance.View
 	if err := json.Unmarshal([]byte(stdout), &v); code != 0 || err != nil || !jsonEqual(v, f.installations[0]) {
 		t.Fatalf("web --json: exit %d, stdout:\n%s", code, stdout)
 	}
@@ -918,7 +918,7 @@ func TestInstallations(t *testing.T) {
 func TestHistory(t *testing.T) {
 	clearUplinkEnv(t)
 	f := newFakeAPI(t)
-	f.history["web"] = []installation.HistoryEntry{
+	f.history["web"] = []instance.HistoryEntry{
 		{From: &operation.Channel{Branch: "main"}, To: operation.Channel{Commit: commitB, Tag: "v1.2"}, Commit: commitB,
 			At: testTime.Add(time.Hour), Operation: "web.2", Result: operation.Running},
 		{To: operation.Channel{Branch: "main"}, Commit: commitA, At: testTime, Operation: "web.1", Result: operation.Succeeded},
@@ -932,7 +932,7 @@ func TestHistory(t *testing.T) {
 		t.Fatalf("exit %d, stdout:\n%s\nwant:\n%s\nstderr:\n%s", code, stdout, want, stderr)
 	}
 	stdout, _, code = runCmd(cmdHistory, f.args("web", "--json")...)
-	var h struct{ History []installation.HistoryEntry }
+	var h struct{ History []instance.HistoryEntry }
 	if err := json.Unmarshal([]byte(stdout), &h); code != 0 || err != nil || !jsonEqual(h.History, f.history["web"]) {
 		t.Fatalf("--json: exit %d, stdout:\n%s", code, stdout)
 	}

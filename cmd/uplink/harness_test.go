@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkhq/uplink/client"
+	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/testenv"
 )
 

@@ -10,9 +10,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/uplinkhq/uplink/client"
-	"github.com/uplinkhq/uplink/installation"
-	"github.com/uplinkhq/uplink/operation"
+	"github.com/uplinkhq/uplink/instance"
+	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/internal/client"
 )
 
 // parseCommand parses a command's arguments: -h prints the usage on
@@ -79,7 +79,7 @@ func endpointString(e *operation.Endpoint) string {
 }
 
 // attemptString is "branch bad (0123456789ab) by web.3", or "-".
-func attemptString(a *installation.Attempt) string {
+func attemptString(a *instance.Attempt) string {
 	if a == nil {
 		return "-"
 	}
@@ -148,7 +148,7 @@ func cmdInstallations(args []string, stdout, stderr io.Writer) int {
 	}
 	if cf.json {
 		if list == nil {
-			list = []installation.View{}
+			list = []instance.View{}
 		}
 		printJSON(stdout, map[string]any{"installations": list})
 		return 0
@@ -164,7 +164,7 @@ func cmdInstallations(args []string, stdout, stderr io.Writer) int {
 }
 
 // printInstallation shows one installation in detail.
-func printInstallation(w io.Writer, v installation.View) {
+func printInstallation(w io.Writer, v instance.View) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("name", v.Name)
@@ -256,7 +256,7 @@ func cmdHistory(args []string, stdout, stderr io.Writer) int {
 	}
 	if cf.json {
 		if list == nil {
-			list = []installation.HistoryEntry{}
+			list = []instance.HistoryEntry{}
 		}
 		printJSON(stdout, map[string]any{"history": list})
 		return 0

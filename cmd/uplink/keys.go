@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"text/tabwriter"
 
-	"github.com/uplinkhq/uplink/artifact"
-	"github.com/uplinkhq/uplink/client"
 	"github.com/uplinkhq/uplink/distribution"
+	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/internal/client"
 )
 
 // cmdKeys is `uplink keys add|list|rm`: the keys an app trusts, which

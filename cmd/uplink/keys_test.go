@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkhq/uplink/client"
 	"github.com/uplinkhq/uplink/internal/apktest"
-	"github.com/uplinkhq/uplink/server"
+	"github.com/uplinkhq/uplink/internal/client"
+	"github.com/uplinkhq/uplink/internal/server"
 )
 
 // inProcess starts a server in the test process and returns the flags

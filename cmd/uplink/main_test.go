@@ -24,8 +24,8 @@ import (
 	"time"
 
 	"github.com/uplinkhq/uplink/internal/apktest"
+	"github.com/uplinkhq/uplink/internal/server"
 	"github.com/uplinkhq/uplink/internal/testenv"
-	"github.com/uplinkhq/uplink/server"
 )
 
 // clearUplinkEnv removes every UPLINK_* variable for the test, so that

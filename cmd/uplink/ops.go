@@ -11,8 +11,8 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/uplinkhq/uplink/client"
-	"github.com/uplinkhq/uplink/operation"
+	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/internal/client"
 )
 
 // isTerminal reports whether w is a terminal (a variable for tests).

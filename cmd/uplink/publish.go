@@ -16,10 +16,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/uplinkhq/uplink/artifact"
-	"github.com/uplinkhq/uplink/client"
-	"github.com/uplinkhq/uplink/ref"
-	"github.com/uplinkhq/uplink/server"
+	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/internal/client"
+	"github.com/uplinkhq/uplink/internal/server"
 )
 
 // clientFlags are what every API command needs.

@@ -16,12 +16,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/uplinkhq/uplink/client"
-	"github.com/uplinkhq/uplink/installation"
+	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/instance"
+	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/internal/apktest"
+	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/testenv"
-	"github.com/uplinkhq/uplink/operation"
-	"github.com/uplinkhq/uplink/ref"
 )
 
 const replicaToken = "replica-token-0123456789"
@@ -93,9 +93,9 @@ func (r *replica) channel(ch map[string]string) (*operation.Operation, error) {
 	return &op, err
 }
 
-func (r *replica) installation(t *testing.T) installation.View {
+func (r *replica) installation(t *testing.T) instance.View {
 	t.Helper()
-	var v installation.View
+	var v instance.View
 	if err := r.api.Get(context.Background(), "/api/v1/installations/web", &v); err != nil {
 		t.Fatal(err)
 	}
@@ -132,9 +132,9 @@ func TestReplicas(t *testing.T) {
 	r1.publish(t, key, a, "1.0-r0")
 	r1.publish(t, key, b, "2.0-r0")
 
-	spec := installation.Spec{App: "acme/hello", Package: "hello", Channel: operation.Channel{Branch: "main"},
-		Instances: installation.Instances{Image: "alpine/3.20"}, PublicKey: string(key.PublicPEM()), KeyName: key.Name}
-	var v installation.View
+	spec := instance.Spec{App: "acme/hello", Package: "hello", Channel: operation.Channel{Branch: "main"},
+		Instances: instance.Instances{Image: "alpine/3.20"}, PublicKey: string(key.PublicPEM()), KeyName: key.Name}
+	var v instance.View
 	if err := r1.api.JSON(context.Background(), http.MethodPut, "/api/v1/installations/web", spec, &v); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestReplicas(t *testing.T) {
 	}
 	for _, r := range rs {
 		v := r.installation(t)
-		var h struct{ History []installation.HistoryEntry }
+		var h struct{ History []instance.HistoryEntry }
 		r.api.Get(context.Background(), "/api/v1/installations/web/history", &h)
 		var list struct{ Operations []*operation.Operation }
 		r.api.Get(context.Background(), "/api/v1/operations?installation=web", &list)
@@ -242,7 +242,7 @@ func TestReplicas(t *testing.T) {
 	// A replica started afresh sees everything that was acknowledged.
 	r3 := startOne()
 	v = r3.installation(t)
-	var h struct{ History []installation.HistoryEntry }
+	var h struct{ History []instance.HistoryEntry }
 	r3.api.Get(context.Background(), "/api/v1/installations/web/history", &h)
 	if v.Channel.Commit != a || len(h.History) != 4 || h.History[0].Result != operation.Succeeded {
 		t.Fatalf("new replica: channel %+v, history %+v", v.Channel, h.History)

@@ -15,9 +15,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/uplinkhq/uplink/admin"
 	"github.com/uplinkhq/uplink/distribution"
-	"github.com/uplinkhq/uplink/server"
+	"github.com/uplinkhq/uplink/internal/admin"
+	"github.com/uplinkhq/uplink/internal/server"
 )
 
 func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {

@@ -19,7 +19,7 @@ import (
 
 	"github.com/chainguard-dev/go-apk/pkg/apk"
 
-	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/distribution/artifact"
 )
 
 // Index cache ages (apk-protocol.md §7.2).

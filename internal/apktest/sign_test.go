@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/uplinkhq/uplink/artifact"
+	"github.com/uplinkhq/uplink/distribution/artifact"
 )
 
 func TestSignIndex(t *testing.T) {
