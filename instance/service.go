@@ -23,19 +23,6 @@ import (
 // installation's record; older ones move to their own objects.
 const KeepOperations = 20
 
-// BusyError refuses a change while another operation runs.
-type BusyError struct{ Running string }
-
-func (e *BusyError) Error() string {
-	return "operation " + e.Running + " is running for this installation; wait for it to end"
-}
-
-// UnusableError is a request that refers to something that exists in a
-// form that cannot be used (422).
-type UnusableError struct{ Msg string }
-
-func (e *UnusableError) Error() string { return e.Msg }
-
 // Config wires a Service.
 type Config struct {
 	Storage storage.Driver
@@ -80,8 +67,6 @@ func recordKey(name string) string { return prefix + name }
 func archiveKey(name string, seq int64) string {
 	return fmt.Sprintf("meta/operations/%s/%012d", name, seq)
 }
-
-func notFound(name string) error { return &ref.NotFoundError{What: "installation " + name} }
 
 func (s *Service) load(ctx context.Context, name string) (*Record, string, error) {
 	var r Record
@@ -492,8 +477,6 @@ func opSeq(id string) (int64, string) {
 	}
 	return seq, id[:i]
 }
-
-func opNotFound(id string) error { return &ref.NotFoundError{What: "operation " + id} }
 
 // Operation returns one operation, from its installation's record or its
 // archive.

@@ -18,10 +18,6 @@ import (
 // MaxInstances bounds instances.count.
 const MaxInstances = 100
 
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", artifact.ErrInvalid, fmt.Sprintf(format, args...))
-}
-
 // ValidName checks an installation name: it becomes part of instance
 // names, so it follows DNS labels: 1-50 of [a-z0-9-], not starting or
 // ending with '-'.

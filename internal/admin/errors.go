@@ -77,9 +77,9 @@ func toError(err error) *Error {
 		return errorf(http.StatusUnprocessableEntity, "unusable", "%s", unus.Error())
 	case errors.As(err, &amb):
 		return errorf(http.StatusConflict, "ambiguous_ref", "%s", amb.Error())
-	case errors.Is(err, ref.ErrNotFound):
+	case errors.Is(err, ref.ErrNotFound), errors.Is(err, instance.ErrNotFound):
 		return errorf(http.StatusNotFound, "not_found", "%s", err.Error())
-	case errors.Is(err, artifact.ErrInvalid), errors.Is(err, storage.ErrInvalidKey):
+	case errors.Is(err, artifact.ErrInvalid), errors.Is(err, instance.ErrInvalid), errors.Is(err, storage.ErrInvalidKey):
 		return errorf(http.StatusBadRequest, "invalid", "%s", err.Error())
 	case errors.As(err, &syn), errors.As(err, &typ), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, errBadJSON):
 		return errorf(http.StatusBadRequest, "bad_json", "request body is not valid JSON: %s", err.Error())
