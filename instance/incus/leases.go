@@ -37,22 +37,36 @@ type leaseEntry struct {
 	expires time.Time
 }
 
-// Authorize is distribution.Config.Authorize.
-func (l *Leases) Authorize(ctx context.Context, app artifact.App, client netip.Addr) error {
+// Allowed reports whether client holds a lease in a project of one of
+// app's installations; an error means it could not decide.
+func (l *Leases) Allowed(ctx context.Context, app artifact.App, client netip.Addr) (bool, error) {
 	projects, err := l.appProjects(ctx, app)
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, p := range projects {
 		addrs, err := l.leased(ctx, p)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if addrs[client] {
-			return nil
+			return true, nil
 		}
 	}
-	return distribution.ErrForbidden
+	return false, nil
+}
+
+// Authorize is distribution.Config.Authorize, kept until the server
+// passes Leases as distribution's Authorizer.
+func (l *Leases) Authorize(ctx context.Context, app artifact.App, client netip.Addr) error {
+	ok, err := l.Allowed(ctx, app, client)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return distribution.ErrForbidden
+	}
+	return nil
 }
 
 func (l *Leases) ttl() time.Duration {
