@@ -22,6 +22,7 @@ import (
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/instance"
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/storage"
 )
 
@@ -78,15 +79,48 @@ func New(cfg Config) *API {
 // Register mounts the API on e.
 func (a *API) Register(e *echo.Echo) {
 	g := e.Group("/api/v1", a.authenticate)
-	g.GET("/apps", a.listApps)
-	g.PUT("/apps/:org/:app/builds/:commit/:arch/:file", a.upload)
-	g.POST("/apps/:org/:app/builds", a.publish)
-	g.GET("/apps/:org/:app/builds", a.listBuilds)
-	g.GET("/apps/:org/:app/refs", a.listRefs)
-	g.GET("/openapi.json", a.openAPI)
-	a.registerKeys(g)
-	a.registerInstallations(g)
+	for _, r := range a.routes() {
+		g.Add(r.method, r.path, r.handler)
+	}
 	g.Any("/*", func(echo.Context) error { return errorf(http.StatusNotFound, "not_found", "no such endpoint") })
+}
+
+type route struct {
+	method, path string
+	handler      echo.HandlerFunc
+}
+
+// routes is every endpoint of the API, below /api/v1 (openapi.json
+// describes each, TestOpenAPIMatchesRoutes checks it).
+func (a *API) routes() []route {
+	rs := []route{
+		{http.MethodGet, "/openapi.json", a.openAPI},
+		{http.MethodGet, "/apps", a.listApps},
+		{http.MethodPut, "/apps/:org/:app/builds/:commit/:arch/:file", a.upload},
+		{http.MethodPost, "/apps/:org/:app/builds", a.publish},
+		{http.MethodGet, "/apps/:org/:app/builds", a.listBuilds},
+		{http.MethodGet, "/apps/:org/:app/refs", a.listRefs},
+
+		{http.MethodGet, "/installations", a.listInstallations},
+		{http.MethodGet, "/installations/:name", a.getInstallation},
+		{http.MethodPut, "/installations/:name", a.putInstallation},
+		{http.MethodDelete, "/installations/:name", a.deleteInstallation},
+		{http.MethodPut, "/installations/:name/channel", a.setChannel},
+		{http.MethodGet, "/installations/:name/history", a.history},
+		{http.MethodGet, "/operations", a.listOperations},
+		{http.MethodGet, "/operations/:id", a.getOperation},
+		{http.MethodGet, "/operations/:id/events", a.operationEvents},
+	}
+	if a.cfg.Keys != nil {
+		rs = append(rs,
+			route{http.MethodGet, "/apps/:org/:app", a.getApp},
+			route{http.MethodPatch, "/apps/:org/:app", a.patchApp},
+			route{http.MethodGet, "/apps/:org/:app/keys", a.listKeys},
+			route{http.MethodPut, "/apps/:org/:app/keys/:name", a.putKey},
+			route{http.MethodDelete, "/apps/:org/:app/keys/:name", a.deleteKey},
+		)
+	}
+	return rs
 }
 
 // ErrorHandler writes every error of the admin listener in API.md's shape.
@@ -104,7 +138,7 @@ func (a *API) ErrorHandler(err error, c echo.Context) {
 	if e.Status == http.StatusServiceUnavailable {
 		c.Response().Header().Set("Retry-After", "5")
 	}
-	_ = c.JSON(e.Status, map[string]*Error{"error": e})
+	_ = c.JSON(e.Status, api.ErrorBody{Error: e.Body})
 }
 
 func (a *API) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
@@ -131,13 +165,9 @@ var errBadJSON = errors.New("bad JSON")
 // decode reads one JSON object strictly: bounded, no unknown fields, no
 // trailing data.
 func decode(c echo.Context, v any) error {
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, MaxJSONBody))
+	body, err := readBody(c, MaxJSONBody)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		return errorf(http.StatusBadRequest, "bad_body", "reading the request body: %v", err)
+		return err
 	}
 	// encoding/json would turn invalid bytes into U+FFFD, and a branch
 	// named with them would be stored under another name than sent.
@@ -156,6 +186,20 @@ func decode(c echo.Context, v any) error {
 		return fmt.Errorf("%w: trailing data after the object", errBadJSON)
 	}
 	return nil
+}
+
+// readBody reads the whole body, at most limit bytes (a
+// *http.MaxBytesError beyond: 413).
+func readBody(c echo.Context, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, err
+		}
+		return nil, errorf(http.StatusBadRequest, "bad_body", "reading the request body: %v", err)
+	}
+	return body, nil
 }
 
 func appParam(c echo.Context) (artifact.App, error) {

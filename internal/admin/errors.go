@@ -13,44 +13,93 @@ import (
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/instance"
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/storage"
 )
 
-// Error is an API error: API.md's {"error":{"code","message"}} with a
-// status.
+// Error is an API error: a status and docs/api.md's error body.
 type Error struct {
-	Status  int    `json:"-"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	// Operation names the running operation of a 409.
-	Operation string `json:"operation,omitempty"`
-	// Problems lists why a publish was refused (422).
-	Problems []distribution.Problem `json:"problems,omitempty"`
-	// Omitted counts the problems beyond those listed.
-	Omitted int `json:"omitted,omitempty"`
+	Status int
+	Body   api.Error
 }
 
-func (e *Error) Error() string { return e.Message }
+func (e *Error) Error() string { return e.Body.Message }
 
 func errorf(status int, code, format string, args ...any) *Error {
-	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+	return &Error{Status: status, Body: api.Error{Code: code, Message: fmt.Sprintf(format, args...)}}
 }
 
-// toError maps what the domain packages return to a status and a code.
-// Anything unrecognised is a dependency failing, not the client's fault,
-// and its detail stays in the log.
+// errorKind is one kind of error and the answer it gets: its status, its
+// code and, for the few kinds that carry more, detail. match returns the
+// error whose message is shown: the matched kind's own, not a wrapper's.
+type errorKind struct {
+	match  func(error) (error, bool)
+	status int
+	code   string
+	detail func(matched error, e *api.Error)
+}
+
+// errorKinds maps each domain's error kinds, then request decoding's, to
+// docs/api.md's statuses and codes; the first match wins.
+var errorKinds = []errorKind{
+	{as[*ref.MissingIndexError], http.StatusUnprocessableEntity, "missing", nil},
+	{as[*distribution.ValidationError], http.StatusUnprocessableEntity, "", validationDetail},
+	{as[*instance.BusyError], http.StatusConflict, api.CodeOperationRunning, busyDetail},
+	{as[*instance.UnusableError], http.StatusUnprocessableEntity, "unusable", nil},
+	{as[*ref.AmbiguousError], http.StatusConflict, "ambiguous_ref", nil},
+	{is(ref.ErrNotFound), http.StatusNotFound, api.CodeNotFound, nil},
+	{is(instance.ErrNotFound), http.StatusNotFound, api.CodeNotFound, nil},
+	{is(artifact.ErrInvalid), http.StatusBadRequest, api.CodeInvalid, nil},
+	{is(instance.ErrInvalid), http.StatusBadRequest, api.CodeInvalid, nil},
+	{is(storage.ErrInvalidKey), http.StatusBadRequest, api.CodeInvalid, nil},
+
+	{badJSON, http.StatusBadRequest, "bad_json", badJSONDetail},
+}
+
+func is(target error) func(error) (error, bool) {
+	return func(err error) (error, bool) { return err, errors.Is(err, target) }
+}
+
+func as[T error](err error) (error, bool) {
+	var t T
+	ok := errors.As(err, &t)
+	return t, ok
+}
+
+// badJSON is a body the JSON decoder refused.
+func badJSON(err error) (error, bool) {
+	_, syn := as[*json.SyntaxError](err)
+	_, typ := as[*json.UnmarshalTypeError](err)
+	return err, syn || typ || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, errBadJSON)
+}
+
+// busyDetail names the running operation, so a client can follow it.
+func busyDetail(matched error, e *api.Error) {
+	e.Operation = matched.(*instance.BusyError).Running
+}
+
+// validationDetail lists why a publish was refused; its code says how.
+func validationDetail(matched error, e *api.Error) {
+	val := matched.(*distribution.ValidationError)
+	e.Code, e.Omitted = val.Code, val.Omitted
+	e.Problems = mapSlice(val.Problems, func(p distribution.Problem) api.Problem {
+		return api.Problem{Arch: p.Arch, File: p.File, Kind: p.Kind, Problem: p.Problem}
+	})
+}
+
+// badJSONDetail shows the whole error: the decoder's message is the detail.
+func badJSONDetail(_ error, e *api.Error) {
+	e.Message = "request body is not valid JSON: " + e.Message
+}
+
+// toError maps an error to its answer: the API's own errors, the
+// transport's, then errorKinds. Anything unrecognised is a dependency
+// failing, not the client's fault, and its detail stays in the log.
 func toError(err error) *Error {
 	var (
-		e    *Error
-		he   *echo.HTTPError
-		mi   *ref.MissingIndexError
-		mbe  *http.MaxBytesError
-		syn  *json.SyntaxError
-		typ  *json.UnmarshalTypeError
-		amb  *ref.AmbiguousError
-		busy *instance.BusyError
-		unus *instance.UnusableError
-		val  *distribution.ValidationError
+		e   *Error
+		he  *echo.HTTPError
+		mbe *http.MaxBytesError
 	)
 	switch {
 	case errors.As(err, &e):
@@ -63,30 +112,20 @@ func toError(err error) *Error {
 			msg = s
 		}
 		return errorf(he.Code, codeFor(he.Code), "%s", msg)
-	case errors.As(err, &mi):
-		return errorf(http.StatusUnprocessableEntity, "missing", "%s", mi.Error())
-	case errors.As(err, &val):
-		e := errorf(http.StatusUnprocessableEntity, val.Code, "%s", val.Error())
-		e.Problems, e.Omitted = val.Problems, val.Omitted
-		return e
-	case errors.As(err, &busy):
-		e := errorf(http.StatusConflict, "operation_running", "%s", busy.Error())
-		e.Operation = busy.Running
-		return e
-	case errors.As(err, &unus):
-		return errorf(http.StatusUnprocessableEntity, "unusable", "%s", unus.Error())
-	case errors.As(err, &amb):
-		return errorf(http.StatusConflict, "ambiguous_ref", "%s", amb.Error())
-	case errors.Is(err, ref.ErrNotFound), errors.Is(err, instance.ErrNotFound):
-		return errorf(http.StatusNotFound, "not_found", "%s", err.Error())
-	case errors.Is(err, artifact.ErrInvalid), errors.Is(err, instance.ErrInvalid), errors.Is(err, storage.ErrInvalidKey):
-		return errorf(http.StatusBadRequest, "invalid", "%s", err.Error())
-	case errors.As(err, &syn), errors.As(err, &typ), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, errBadJSON):
-		return errorf(http.StatusBadRequest, "bad_json", "request body is not valid JSON: %s", err.Error())
 	}
-	return errorf(http.StatusServiceUnavailable, "unavailable", "storage unavailable, try again later")
+	for _, k := range errorKinds {
+		if matched, ok := k.match(err); ok {
+			out := errorf(k.status, k.code, "%s", matched.Error())
+			if k.detail != nil {
+				k.detail(matched, &out.Body)
+			}
+			return out
+		}
+	}
+	return errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "storage unavailable, try again later")
 }
 
+// codeFor is the code of an error Echo itself answers (routing, binding).
 func codeFor(status int) string {
 	switch status {
 	case http.StatusBadRequest:

@@ -9,28 +9,15 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/uplinkhq/uplink/instance"
-	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/internal/api"
 )
-
-func (a *API) registerInstallations(g *echo.Group) {
-	g.GET("/installations", a.listInstallations)
-	g.GET("/installations/:name", a.getInstallation)
-	g.PUT("/installations/:name", a.putInstallation)
-	g.DELETE("/installations/:name", a.deleteInstallation)
-	g.PUT("/installations/:name/channel", a.setChannel)
-	g.GET("/installations/:name/history", a.history)
-	g.GET("/operations", a.listOperations)
-	g.GET("/operations/:id", a.getOperation)
-	g.GET("/operations/:id/events", a.operationEvents)
-}
 
 func (a *API) listInstallations(c echo.Context) error {
 	list, err := a.cfg.Installations.List(c.Request().Context())
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"installations": list})
+	return c.JSON(http.StatusOK, api.Installations{Installations: mapSlice(list, apiInstallation)})
 }
 
 func (a *API) getInstallation(c echo.Context) error {
@@ -38,15 +25,15 @@ func (a *API) getInstallation(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, v)
+	return c.JSON(http.StatusOK, apiInstallation(v))
 }
 
 func (a *API) putInstallation(c echo.Context) error {
-	var spec instance.Spec
+	var spec api.Spec
 	if err := decode(c, &spec); err != nil {
 		return err
 	}
-	v, op, created, err := a.cfg.Installations.Put(c.Request().Context(), c.Param("name"), spec)
+	v, op, created, err := a.cfg.Installations.Put(c.Request().Context(), c.Param("name"), domainSpec(spec))
 	if err != nil {
 		return err
 	}
@@ -54,10 +41,11 @@ func (a *API) putInstallation(c echo.Context) error {
 		// v still shows the channel the instances run; op moves them.
 		a.log.Info("installation channel change started", "installation", v.Name, "channel", op.To.Channel.String(), "operation", op.ID)
 	}
+	status := http.StatusOK
 	if created {
-		return c.JSON(http.StatusCreated, v)
+		status = http.StatusCreated
 	}
-	return c.JSON(http.StatusOK, v)
+	return c.JSON(status, apiInstallation(v))
 }
 
 func (a *API) deleteInstallation(c echo.Context) error {
@@ -65,34 +53,21 @@ func (a *API) deleteInstallation(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusAccepted, op)
+	return c.JSON(http.StatusAccepted, apiOperation(op))
 }
 
+// setChannel takes exactly one of {"commit"}, {"tag"} or {"branch"}.
 func (a *API) setChannel(c echo.Context) error {
-	var ch operation.Channel
-	if err := decodeChannel(c, &ch); err != nil {
+	var ch api.Channel
+	if err := decode(c, &ch); err != nil {
 		return err
 	}
-	op, err := a.cfg.Installations.SetChannel(c.Request().Context(), c.Param("name"), ch)
+	op, err := a.cfg.Installations.SetChannel(c.Request().Context(), c.Param("name"), domainChannel(ch))
 	if err != nil {
 		return err
 	}
 	a.log.Info("installation channel change", "installation", c.Param("name"), "to", op.To.String(), "operation", op.ID)
-	return c.JSON(http.StatusAccepted, op)
-}
-
-// decodeChannel takes exactly {"commit"}, {"tag"} or {"branch"}.
-func decodeChannel(c echo.Context, ch *operation.Channel) error {
-	var in struct {
-		Commit string `json:"commit"`
-		Tag    string `json:"tag"`
-		Branch string `json:"branch"`
-	}
-	if err := decode(c, &in); err != nil {
-		return err
-	}
-	*ch = operation.Channel{Commit: in.Commit, Tag: in.Tag, Branch: in.Branch}
-	return nil
+	return c.JSON(http.StatusAccepted, apiOperation(op))
 }
 
 func (a *API) history(c echo.Context) error {
@@ -100,7 +75,7 @@ func (a *API) history(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"history": h})
+	return c.JSON(http.StatusOK, api.History{History: mapSlice(h, apiHistoryEntry)})
 }
 
 func (a *API) listOperations(c echo.Context) error {
@@ -112,7 +87,7 @@ func (a *API) listOperations(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"operations": ops})
+	return c.JSON(http.StatusOK, api.Operations{Operations: mapSlice(ops, apiOperation)})
 }
 
 func (a *API) getOperation(c echo.Context) error {
@@ -120,15 +95,23 @@ func (a *API) getOperation(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, op)
+	return c.JSON(http.StatusOK, apiOperation(op))
 }
 
-// EventsPoll is how often an event stream looks for changes; operations
-// may run on another replica, so storage is what it watches.
-var EventsPoll = 250 * time.Millisecond
+// How an event stream follows its operation; variables so that tests can
+// shorten them.
+var (
+	// EventsPoll is how often it looks for changes; operations may run
+	// on another replica, so storage is what it watches.
+	EventsPoll = 250 * time.Millisecond
+	// eventsKeepAlive is how long it stays silent before a comment
+	// tells proxies and the client that the stream is alive.
+	eventsKeepAlive = 15 * time.Second
+)
 
-// operationEvents streams the operation as Server-Sent Events, one event
-// per change, until it ends.
+// operationEvents streams the operation as Server-Sent Events until it
+// ends: one event each time what the API shows of it changes, so lease
+// renewals, which change only the stored record, send nothing.
 func (a *API) operationEvents(c echo.Context) error {
 	ctx := c.Request().Context()
 	id := c.Param("id")
@@ -145,7 +128,7 @@ func (a *API) operationEvents(c echo.Context) error {
 	var last []byte
 	keepalive := time.Now()
 	for {
-		b, err := json.Marshal(op)
+		b, err := json.Marshal(apiOperation(op))
 		if err != nil {
 			return nil
 		}
@@ -155,7 +138,7 @@ func (a *API) operationEvents(c echo.Context) error {
 			}
 			w.Flush()
 			last, keepalive = b, time.Now()
-		} else if time.Since(keepalive) > 15*time.Second {
+		} else if time.Since(keepalive) > eventsKeepAlive {
 			fmt.Fprint(w, ": keep-alive\n\n")
 			w.Flush()
 			keepalive = time.Now()

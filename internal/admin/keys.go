@@ -1,8 +1,6 @@
 package admin
 
 import (
-	"errors"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -11,47 +9,25 @@ import (
 
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/internal/api"
 )
 
-// AppView is an app's settings as the API shows them.
-type AppView struct {
-	App           string                 `json:"app"`
-	AllowUnsigned bool                   `json:"allow_unsigned"`
-	Keys          []distribution.KeyInfo `json:"keys"`
-}
-
-// AppPatch changes an app's settings; absent fields stay.
-type AppPatch struct {
-	AllowUnsigned *bool `json:"allow_unsigned"`
-}
-
-func (a *API) registerKeys(g *echo.Group) {
-	if a.cfg.Keys == nil {
-		return
+// keyParams are the app and the key name of the request. Echo's c.Param
+// is the escaped segment when the path had escapes ("%40" for '@') and
+// the decoded one otherwise, so the name is taken from the escaped path
+// and unescaped once, here.
+func keyParams(c echo.Context) (artifact.App, string, error) {
+	app, err := appParam(c)
+	if err != nil {
+		return app, "", err
 	}
-	g.GET("/apps/:org/:app", a.getApp)
-	g.PATCH("/apps/:org/:app", a.patchApp)
-	g.GET("/apps/:org/:app/keys", a.listKeys)
-	g.PUT("/apps/:org/:app/keys/:name", a.putKey)
-	g.DELETE("/apps/:org/:app/keys/:name", a.deleteKey)
-}
-
-func appView(app artifact.App, s distribution.AppSettings) AppView {
-	return AppView{App: app.String(), AllowUnsigned: s.AllowUnsigned, Keys: s.Infos()}
-}
-
-// keyParam is the key name of the request. Echo's c.Param is the escaped
-// segment when the path had escapes ("%40" for '@') and the decoded one
-// otherwise, so the name is taken from the escaped path and unescaped
-// once, here.
-func keyParam(c echo.Context) (string, error) {
 	p := c.Request().URL.EscapedPath()
 	seg := p[strings.LastIndexByte(p, '/')+1:]
 	name, err := url.PathUnescape(seg)
 	if err != nil {
-		return "", errorf(http.StatusBadRequest, "invalid", "key name %q: bad percent-encoding", seg)
+		return app, "", errorf(http.StatusBadRequest, "invalid", "key name %q: bad percent-encoding", seg)
 	}
-	return name, distribution.ValidKeyName("key name", name)
+	return app, name, distribution.ValidKeyName("key name", name)
 }
 
 func (a *API) getApp(c echo.Context) error {
@@ -75,7 +51,7 @@ func (a *API) getApp(c echo.Context) error {
 			return errorf(http.StatusNotFound, "not_found", "app %s not found: nothing is published, registered or set for it", app)
 		}
 	}
-	return c.JSON(http.StatusOK, appView(app, s))
+	return c.JSON(http.StatusOK, apiApp(app, s))
 }
 
 func (a *API) patchApp(c echo.Context) error {
@@ -83,7 +59,7 @@ func (a *API) patchApp(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var p AppPatch
+	var p api.AppPatch
 	if err := decode(c, &p); err != nil {
 		return err
 	}
@@ -95,7 +71,7 @@ func (a *API) patchApp(c echo.Context) error {
 		return err
 	}
 	a.log.Info("app settings changed", "app", app.String(), "allow_unsigned", s.AllowUnsigned)
-	return c.JSON(http.StatusOK, appView(app, s))
+	return c.JSON(http.StatusOK, apiApp(app, s))
 }
 
 func (a *API) listKeys(c echo.Context) error {
@@ -107,25 +83,17 @@ func (a *API) listKeys(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"keys": s.Infos()})
+	return c.JSON(http.StatusOK, api.Keys{Keys: mapSlice(s.Infos(), apiKey)})
 }
 
 func (a *API) putKey(c echo.Context) error {
-	app, err := appParam(c)
+	app, name, err := keyParams(c)
 	if err != nil {
 		return err
 	}
-	name, err := keyParam(c)
+	body, err := readBody(c, distribution.MaxKeySize)
 	if err != nil {
 		return err
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, distribution.MaxKeySize))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		return errorf(http.StatusBadRequest, "bad_body", "reading the request body: %v", err)
 	}
 	info, created, err := a.cfg.Keys.Put(c.Request().Context(), app, name, body)
 	if err != nil {
@@ -136,15 +104,11 @@ func (a *API) putKey(c echo.Context) error {
 		status = http.StatusCreated
 		a.log.Info("key registered", "app", app.String(), "key", name, "fingerprint", info.Fingerprint)
 	}
-	return c.JSON(status, info)
+	return c.JSON(status, apiKey(info))
 }
 
 func (a *API) deleteKey(c echo.Context) error {
-	app, err := appParam(c)
-	if err != nil {
-		return err
-	}
-	name, err := keyParam(c)
+	app, name, err := keyParams(c)
 	if err != nil {
 		return err
 	}
