@@ -34,8 +34,11 @@ type EngineConfig struct {
 	Scan time.Duration
 	// MaxAttempts fails an operation taken over this many times.
 	MaxAttempts int
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	// Wakeup, signalled when the journal queues an operation, makes the
+	// engine look now instead of at the next scan; nil: the engine's own.
+	Wakeup     *Wakeup
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Engine runs operations; every replica runs one. An operation is run by
@@ -50,7 +53,7 @@ type Engine struct {
 	mu      sync.Mutex
 	running map[string]bool
 	wg      sync.WaitGroup
-	wake    chan struct{}
+	wake    *Wakeup
 
 	total   *prometheus.CounterVec
 	current prometheus.Gauge
@@ -75,6 +78,9 @@ func NewEngine(j Journal, b Backend, cfg EngineConfig) *Engine {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Wakeup == nil {
+		cfg.Wakeup = NewWakeup()
+	}
 	host, _ := os.Hostname()
 	var r [4]byte
 	rand.Read(r[:])
@@ -82,7 +88,7 @@ func NewEngine(j Journal, b Backend, cfg EngineConfig) *Engine {
 		j: j, b: b, cfg: cfg, log: cfg.Logger,
 		holder:  fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(r[:])),
 		running: map[string]bool{},
-		wake:    make(chan struct{}, 1),
+		wake:    cfg.Wakeup,
 		total: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "uplink_operations_total",
 			Help: "Operations finished, by kind and result.",
@@ -103,12 +109,7 @@ func (e *Engine) Holder() string { return e.holder }
 
 // Kick asks the engine to look for work now (after creating an
 // operation, say) instead of at the next scan.
-func (e *Engine) Kick() {
-	select {
-	case e.wake <- struct{}{}:
-	default:
-	}
-}
+func (e *Engine) Kick() { e.wake.Signal() }
 
 // Run scans for operations to run until ctx ends, then waits for the
 // running ones to stop (they are resumed elsewhere once their lease ends).
@@ -122,7 +123,7 @@ func (e *Engine) Run(ctx context.Context) {
 			e.wg.Wait()
 			return
 		case <-t.C:
-		case <-e.wake:
+		case <-e.wake.C():
 		}
 	}
 }
