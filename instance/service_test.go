@@ -115,13 +115,12 @@ func (e *env) start(b operation.Backend, maxAttempts int) (stop func()) {
 		e.t.Fatal(err)
 	}
 	refs := ref.NewStore(drv)
-	var eng *operation.Engine
+	wake := operation.NewWakeup()
 	svc := instance.New(instance.Config{
-		Storage: drv, Refs: refs, Resolver: refs, DistributionURL: "http://uplink.test:4080",
-		Kick: func() { eng.Kick() },
+		Storage: drv, Refs: refs, Resolver: refs, DistributionURL: "http://uplink.test:4080", Wakeup: wake,
 	})
-	eng = operation.NewEngine(svc, b, operation.EngineConfig{Lease: time.Second, Scan: 50 * time.Millisecond, MaxAttempts: maxAttempts,
-		Logger: slog.New(slog.DiscardHandler)})
+	eng := operation.NewEngine(svc, b, operation.EngineConfig{Lease: time.Second, Scan: 50 * time.Millisecond, MaxAttempts: maxAttempts,
+		Wakeup: wake, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { eng.Run(ctx); close(done) }()

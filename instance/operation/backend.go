@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -67,15 +68,32 @@ type NoBackend struct {
 	Delay time.Duration
 }
 
+// The steps of instance operations. Those that act on one instance are
+// named "<step>-<i>" in an operation (see InstanceSteps, SplitStep).
+const (
+	StepCreateInstance       = "create-instance"
+	StepStartInstance        = "start-instance"
+	StepConfigureRepository  = "configure-repository"
+	StepInstallPackage       = "install-package"
+	StepRestartInstance      = "restart-instance"
+	StepHealthCheck          = "health-check"
+	StepRemoveOldInstance    = "remove-old-instance"
+	StepRemoveExtraInstances = "remove-extra-instances"
+	StepUpgradeInstance      = "upgrade-instance"
+	StepDeleteInstances      = "delete-instances"
+)
+
 // BootstrapSteps are the per-instance steps of a change-channel, in
 // order: the new instance is fully up, its installed version checked and
 // healthy before an old one goes, so an installation of two or more
 // always keeps one running.
-var BootstrapSteps = []string{"create-instance", "start-instance", "configure-repository", "install-package", "restart-instance", "health-check", "remove-old-instance"}
+var BootstrapSteps = []string{StepCreateInstance, StepStartInstance, StepConfigureRepository, StepInstallPackage,
+	StepRestartInstance, StepHealthCheck, StepRemoveOldInstance}
 
 // InstanceSteps names the steps of op for an installation of t.Count
-// instances: "<step>-<i>" per instance. The instance backend runs them;
-// NoBackend records the same ones, so a rehearsal shows the real plan.
+// instances: "<step>-<i>" per instance. It is the one list: the instance
+// backend runs these; NoBackend records the same ones, so a rehearsal
+// shows the real plan.
 func InstanceSteps(op *Operation, t Target) []string {
 	var steps []string
 	n := max(t.Count, 1)
@@ -86,15 +104,30 @@ func InstanceSteps(op *Operation, t Target) []string {
 				steps = append(steps, s+"-"+strconv.Itoa(i))
 			}
 		}
-		steps = append(steps, "remove-extra-instances")
+		steps = append(steps, StepRemoveExtraInstances)
 	case KindUpgrade:
 		for i := 1; i <= n; i++ {
-			steps = append(steps, "upgrade-instance-"+strconv.Itoa(i))
+			steps = append(steps, StepUpgradeInstance+"-"+strconv.Itoa(i))
 		}
 	case KindDelete:
-		steps = append(steps, "delete-instances")
+		steps = append(steps, StepDeleteInstances)
 	}
 	return steps
+}
+
+// SplitStep splits a step name of InstanceSteps into the step and the
+// instance it acts on: "install-package-2" is StepInstallPackage and 2;
+// a step of no one instance has 0.
+func SplitStep(name string) (string, int) {
+	i := strings.LastIndexByte(name, '-')
+	if i < 0 {
+		return name, 0
+	}
+	n, err := strconv.Atoi(name[i+1:])
+	if err != nil {
+		return name, 0
+	}
+	return name[:i], n
 }
 
 // Steps are those the instance backend runs.

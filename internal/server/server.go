@@ -34,6 +34,7 @@ import (
 	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/instance/incus"
+	"github.com/uplinkhq/uplink/instance/rollout"
 	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/internal/admin"
 	"github.com/uplinkhq/uplink/storage"
@@ -155,7 +156,7 @@ type Server struct {
 	engine  *operation.Engine
 	done    chan struct{}
 
-	reconciler *incus.Reconciler
+	reconciler *rollout.Reconciler
 	sweeper    *admin.Sweeper
 	httpm      *httpMetrics
 	draining   atomic.Bool
@@ -228,21 +229,30 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		RedisTimeout: cfg.RedisTimeout, Logger: log, Registerer: reg, Identity: cache.StorageIdentity(drv),
 		LoadTimeout: cfg.StorageTimeout,
 	})
-	indexes := cache.NewBlobs(cfg.IndexCacheSize, distribution.LoadIndex(drv, cfg.StorageTimeout), reg)
 
 	keys := distribution.NewKeys(drv)
-	installations := instance.New(instance.Config{
-		Storage: drv, Refs: s.refs, Resolver: s.cache, DistributionURL: cfg.DistributionURL, DefaultProject: cfg.IncusProject,
-		Kick: func() { s.engine.Kick() }, Keys: keys,
-	})
-	var backend operation.Backend = operation.NoBackend{Delay: cfg.NoBackendDelay}
-	var authorize func(context.Context, artifact.App, netip.Addr) error
+	// The service signals wake when it queues an operation; the engine,
+	// built later, listens on it.
+	wake := operation.NewWakeup()
+	var ic *incus.ProtocolIncus
+	var observer instance.Observer
+	var obs *rollout.Observer
 	if cfg.Incus != "" {
 		c, err := connectIncus(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
-		bcfg := incus.BackendConfig{Client: c, ImageServer: cfg.ImageServer, Logger: log}
+		obs = &rollout.Observer{Incus: rollout.InProjects(c), Logger: log}
+		ic, observer = c, obs
+	}
+	installations := instance.New(instance.Config{
+		Storage: drv, Refs: s.refs, Resolver: s.cache, DistributionURL: cfg.DistributionURL, DefaultProject: cfg.IncusProject,
+		Wakeup: wake, Observer: observer, Keys: keys,
+	})
+	var backend operation.Backend = operation.NoBackend{Delay: cfg.NoBackendDelay}
+	var authorizer distribution.Authorizer
+	if c := ic; c != nil {
+		bcfg := rollout.BackendConfig{Incus: obs.Incus, ImageServer: cfg.ImageServer, Logger: log}
 		if cfg.IncusProxyDistribution {
 			host, port, _ := net.SplitHostPort(cfg.Listen)
 			if host == "" || host == "0.0.0.0" || host == "::" {
@@ -250,18 +260,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			}
 			bcfg.ProxyConnect = "tcp:" + net.JoinHostPort(host, port)
 		}
-		backend = incus.NewBackend(bcfg)
-		s.reconciler = &incus.Reconciler{Client: c, Installations: installations, Interval: cfg.ReconcileInterval, Logger: log}
-		installations.SetObserver(s.reconciler.Observe)
+		backend = rollout.NewBackend(bcfg)
+		s.reconciler = &rollout.Reconciler{Observer: obs, Installations: installations, Interval: cfg.ReconcileInterval, Logger: log}
 		if cfg.AllowIncusLeases {
-			leases := &incus.Leases{Client: c, Projects: installations.Projects}
-			authorize = leases.Authorize
+			authorizer = &rollout.Leases{Incus: obs.Incus, Projects: installations.Projects}
 		}
 		log.Info("instance backend: incus", "server", cfg.Incus, "dialect", c.Dialect())
 	}
 	backend = instance.Verifying{Backend: backend, Storage: drv}
 	s.engine = operation.NewEngine(installations, backend, operation.EngineConfig{
-		Lease: cfg.OperationLease, Scan: cfg.OperationScan, Logger: log, Registerer: reg,
+		Lease: cfg.OperationLease, Scan: cfg.OperationScan, Wakeup: wake, Logger: log, Registerer: reg,
 	})
 
 	tokens, err := s.adminTokens()
@@ -274,12 +282,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Redis: rc, Prefix: cfg.RedisPrefix, Namespace: s.cache.Namespace, TTL: cfg.ClientIndexTTL, RedisTimeout: cfg.RedisTimeout,
 		RefStaleness: cfg.RefCacheTTL, Logger: log, Registerer: reg,
 	})
-	dh := distribution.New(distribution.Config{
-		Storage: drv, Refs: s.cache, Indexes: indexes, Allow: cfg.AllowCIDR, Authorize: authorize, Clients: clients,
-		StorageTimeout: cfg.StorageTimeout, MaxRanges: cfg.MaxRanges, Logger: log, Registerer: reg,
-	})
+	var repos distribution.Protocol = &distribution.Repositories{
+		Storage: drv, Refs: s.cache, KeyStore: keys, Clients: clients, Timeout: cfg.StorageTimeout,
+	}
+	repos = distribution.NewAccess(cache.NewIndexes(repos, cfg.IndexCacheSize, reg), cfg.AllowCIDR, authorizer)
+	dh := distribution.New(distribution.Config{Protocol: repos, MaxRanges: cfg.MaxRanges, Logger: log, Registerer: reg})
 	dh.Register(s.dist)
-	dh.RegisterKeys(s.dist, keys)
+	dh.RegisterKeys(s.dist)
 	s.dist.RouteNotFound("/*", func(c echo.Context) error {
 		return c.String(http.StatusNotFound, "not found: repositories are under /distribution/\n")
 	})

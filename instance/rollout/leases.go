@@ -1,4 +1,4 @@
-package incus
+package rollout
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 // an Incus network of a project that runs an installation of the app
 // (the original uplink's rule). Lookups are cached briefly.
 type Leases struct {
-	Client *ProtocolIncus
+	Incus Projects
 	// Projects names the projects of an app's installations.
 	Projects func(ctx context.Context, app artifact.App) ([]string, error)
 	TTL      time.Duration
@@ -110,7 +110,7 @@ func (l *Leases) leased(ctx context.Context, project string) (map[netip.Addr]boo
 		return e.addrs, nil
 	}
 	v, err, _ := l.sf.Do("project\x00"+project, func() (any, error) {
-		c := l.Client.UseProject(project)
+		c := l.Incus(project)
 		nets, err := c.GetNetworks(ctx)
 		if err != nil {
 			return nil, err

@@ -1,15 +1,14 @@
-package incus
+package rollout
 
 import (
 	"context"
 	"errors"
-	"net/http"
 	"net/netip"
-	"sync/atomic"
 	"testing"
 
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/instance/incus"
 )
 
 // Leases admits only addresses leased to an instance in a project of one
@@ -17,24 +16,16 @@ import (
 // not filter by project) never admit, and a failed lookup is an error
 // (503), not a refusal or a pass.
 func TestLeasesAllowed(t *testing.T) {
-	f := newFake(t, DialectIncus)
-	f.reply("GET /1.0/networks", 200, syncBody(`[{"name":"incusbr0","type":"bridge","managed":true},{"name":"eth0","type":"physical","managed":false}]`))
-	var lookups atomic.Int64
-	f.handle("GET /1.0/networks/incusbr0/leases", func(w http.ResponseWriter, r *http.Request) {
-		lookups.Add(1)
-		if r.URL.Query().Get("project") == "broken" {
-			writeBody(w, 500, errorBody(500, "database is locked"))
-			return
-		}
-		writeBody(w, 200, syncBody(`[
-{"hostname":"web-1-1","hwaddr":"00:16:3e:2c:89:d9","address":"10.0.3.17","type":"dynamic","project":"acme"},
-{"hostname":"web-1-1","hwaddr":"","address":"fd42::17","type":"dynamic"},
-{"hostname":"incusbr0.gw","hwaddr":"","address":"10.0.3.1","type":"gateway"},
-{"hostname":"other","hwaddr":"00:16:3e:00:00:01","address":"10.0.3.99","type":"dynamic","project":"other"}]`))
-	})
-	c := f.connect()
+	nets := []incus.Network{{Name: "incusbr0", Type: "bridge", Managed: true}, {Name: "eth0", Type: "physical"}}
+	acme := &fakeIncus{project: "acme", networks: nets, leases: map[string][]incus.NetworkLease{"incusbr0": {
+		{Hostname: "web-1-1", Hwaddr: "00:16:3e:2c:89:d9", Address: "10.0.3.17", Type: "dynamic", Project: "acme"},
+		{Hostname: "web-1-1", Address: "fd42::17", Type: "dynamic"},
+		{Hostname: "incusbr0.gw", Address: "10.0.3.1", Type: "gateway"},
+		{Hostname: "other", Hwaddr: "00:16:3e:00:00:01", Address: "10.0.3.99", Type: "dynamic", Project: "other"},
+	}}}
+	broken := &fakeIncus{project: "broken", err: incus.StatusErrorf(500, "database is locked")}
 	projects := map[string][]string{"acme/hello": {"acme"}, "acme/broken": {"broken"}}
-	l := &Leases{Client: c, Projects: func(_ context.Context, app artifact.App) ([]string, error) {
+	l := &Leases{Incus: projectsOf(acme, broken), Projects: func(_ context.Context, app artifact.App) ([]string, error) {
 		return projects[app.String()], nil
 	}}
 	hello := artifact.App{Org: "acme", Name: "hello"}
@@ -52,7 +43,7 @@ func TestLeasesAllowed(t *testing.T) {
 			t.Errorf("%s: %v, %v, want %v", tc.addr, ok, err, tc.want)
 		}
 	}
-	if n := lookups.Load(); n != 1 {
+	if n := acme.count("leases"); n != 1 {
 		t.Errorf("%d lease lookups for 5 requests within the cache time", n)
 	}
 	if ok, err := l.Allowed(testCtx(t), artifact.App{Org: "acme", Name: "nope"}, netip.MustParseAddr("10.0.3.17")); ok || err != nil {

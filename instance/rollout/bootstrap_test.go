@@ -1,4 +1,4 @@
-package incus
+package rollout
 
 import (
 	"slices"
@@ -27,7 +27,7 @@ func TestStepsAndNames(t *testing.T) {
 	if len(steps) != 2*len(ops.BootstrapSteps)+1 || steps[0] != "create-instance-1" || steps[len(ops.BootstrapSteps)] != "create-instance-2" {
 		t.Fatalf("steps: %v", steps)
 	}
-	if a, i := step("remove-old-instance-2"); a != "remove-old-instance" || i != 2 {
+	if a, i := ops.SplitStep("remove-old-instance-2"); a != ops.StepRemoveOldInstance || i != 2 {
 		t.Fatalf("step: %s %d", a, i)
 	}
 	if n := newName(op, 2); n != "web-12-2" {
@@ -41,6 +41,32 @@ func TestStepsAndNames(t *testing.T) {
 	}
 	if s := (&Backend{}).source("alpine/3.20"); s.Alias != "alpine/3.20" {
 		t.Fatalf("alias source: %+v", s)
+	}
+}
+
+// TestEveryStepRuns: the backend runs every step ops.InstanceSteps
+// names, and has no step it never names.
+func TestEveryStepRuns(t *testing.T) {
+	named := map[string]bool{}
+	for _, kind := range []ops.Kind{ops.KindChangeChannel, ops.KindUpgrade, ops.KindDelete} {
+		for _, n := range []int{1, 3} {
+			for _, s := range ops.InstanceSteps(&ops.Operation{ID: "web.3", Installation: "web", Kind: kind}, ops.Target{Count: n}) {
+				action, _ := ops.SplitStep(s)
+				if _, ok := stepFuncs[action]; !ok {
+					t.Errorf("%s: step %s has no function", kind, s)
+				}
+				named[action] = true
+			}
+		}
+	}
+	for action := range stepFuncs {
+		if !named[action] {
+			t.Errorf("the backend runs %s, which no operation names", action)
+		}
+	}
+	err := NewBackend(BackendConfig{Incus: projectsOf()}).Do(testCtx(t), "launch-rocket-1", &ops.Operation{ID: "web.3"}, ops.Target{}, func(string) {})
+	if err == nil || !strings.Contains(err.Error(), "unknown step") {
+		t.Errorf("an unknown step: %v", err)
 	}
 }
 

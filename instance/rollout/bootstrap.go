@@ -1,4 +1,4 @@
-package incus
+package rollout
 
 import (
 	"bufio"
@@ -9,10 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/instance/incus"
 	ops "github.com/uplinkhq/uplink/instance/operation"
 )
 
@@ -40,7 +41,7 @@ const installedDB = "/lib/apk/db/installed"
 
 // BackendConfig wires a Backend.
 type BackendConfig struct {
-	Client *ProtocolIncus
+	Incus Projects
 	// ImageServer, when set, is a simplestreams server images are pulled
 	// from (e.g. https://images.linuxcontainers.org); otherwise the image
 	// is a local alias or fingerprint.
@@ -78,16 +79,6 @@ func NewBackend(cfg BackendConfig) *Backend {
 // of no instances records too.
 func (b *Backend) Steps(op *ops.Operation, t ops.Target) []string { return ops.InstanceSteps(op, t) }
 
-// step splits "install-package-2" into "install-package" and 2.
-func step(name string) (string, int) {
-	i := strings.LastIndexByte(name, '-')
-	n, err := strconv.Atoi(name[i+1:])
-	if i < 0 || err != nil {
-		return name, 0
-	}
-	return name[:i], n
-}
-
 // newName is the name of the instance an operation creates for slot i:
 // the same on every attempt, so a resumed operation finds its instance.
 func newName(op *ops.Operation, i int) string {
@@ -95,162 +86,189 @@ func newName(op *ops.Operation, i int) string {
 	return fmt.Sprintf("%s-%s-%d", op.Installation, seq, i)
 }
 
-// Do implements ops.Backend.
-func (b *Backend) Do(ctx context.Context, name string, op *ops.Operation, t ops.Target, log func(string)) error {
-	c := b.cfg.Client.UseProject(t.Project)
-	action, i := step(name)
-	switch action {
-	case "create-instance", "start-instance", "configure-repository", "install-package", "restart-instance", "health-check":
-		inst := newName(op, i)
-		err := b.bootstrap(ctx, c, action, inst, op, t, log)
-		if err != nil && !errors.Is(err, ops.ErrSkipped) && ctx.Err() == nil {
-			// The new instance failed: it goes, the old ones stay as they are.
-			log(fmt.Sprintf("%s failed: removing the new instance %s; the old instances are untouched", action, inst))
-			if derr := remove(context.WithoutCancel(ctx), c, inst); derr != nil && !IsNotFound(derr) {
-				log("could not remove " + inst + ": " + derr.Error())
-			}
-		}
-		return err
-	case "remove-old-instance":
-		old, err := b.old(ctx, c, op, t)
-		if err != nil {
-			return err
-		}
-		if len(old) == 0 {
-			log("no old instance left to remove")
-			return ops.ErrSkipped
-		}
-		log("removing old instance " + old[0].Name + " (commit " + old[0].Config[LabelCommit] + ")")
-		return remove(ctx, c, old[0].Name)
-	case "remove-extra-instances":
-		old, err := b.old(ctx, c, op, t)
-		if err != nil {
-			return err
-		}
-		if len(old) == 0 {
-			return ops.ErrSkipped
-		}
-		for _, o := range old {
-			log("removing instance " + o.Name + " beyond the installation's count")
-			if err := remove(ctx, c, o.Name); err != nil {
-				return err
-			}
-		}
-		return nil
-	case "upgrade-instance":
-		insts, err := Instances(ctx, c, t.Installation)
-		if err != nil {
-			return err
-		}
-		if i > len(insts) {
-			log(fmt.Sprintf("no instance %d to upgrade (the installation has %d)", i, len(insts)))
-			return ops.ErrSkipped
-		}
-		return b.install(ctx, c, insts[i-1].Name, t, log)
-	case "delete-instances":
-		insts, err := Instances(ctx, c, t.Installation)
-		if err != nil {
-			return err
-		}
-		for _, inst := range insts {
-			log("removing instance " + inst.Name)
-			if err := remove(ctx, c, inst.Name); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return fmt.Errorf("unknown step %q", name)
+// job is one step to run: i is the instance it acts on (from the step's
+// name), inst the name of the instance the operation creates for i.
+type job struct {
+	c    Client
+	op   *ops.Operation
+	t    ops.Target
+	i    int
+	inst string
+	log  func(string)
 }
 
-func (b *Backend) bootstrap(ctx context.Context, c *ProtocolIncus, action, inst string, op *ops.Operation, t ops.Target, log func(string)) error {
-	switch action {
-	case "create-instance":
-		if _, _, err := c.GetInstance(ctx, inst); err == nil {
-			log(inst + " exists already (resumed operation)")
-			return nil
-		} else if !IsNotFound(err) {
-			return err
-		}
-		req := InstancesPost{
-			Name: inst, Type: InstanceTypeContainer, Source: b.source(t.Image),
-			InstancePut: InstancePut{Profiles: t.Profiles, Config: map[string]string{
-				LabelManaged: managedBy, LabelInstallation: t.Installation, LabelOperation: op.ID,
-			}},
-		}
-		if dev, ok := b.proxyDevice(t.RepositoryURL); ok {
-			req.Devices = map[string]map[string]string{"uplink-distribution": dev}
-		}
-		log(fmt.Sprintf("creating %s from image %s in project %s", inst, t.Image, t.Project))
-		o, err := c.CreateInstance(ctx, req)
-		if err != nil {
-			return err
-		}
-		return o.WaitContext(ctx)
-	case "start-instance":
-		return setState(ctx, c, inst, "start")
-	case "configure-repository":
-		if err := c.CreateInstanceFile(ctx, inst, "/etc/apk/keys/"+t.KeyName, InstanceFileArgs{
-			Content: strings.NewReader(t.PublicKey), Mode: 0o644, Type: "file",
-		}); err != nil {
-			return fmt.Errorf("pushing the key: %w", err)
-		}
-		repos, err := readFile(ctx, c, inst, "/etc/apk/repositories")
-		if err != nil {
-			return err
-		}
-		updated := repositories(repos, t.App, t.RepositoryURL)
-		if err := c.CreateInstanceFile(ctx, inst, "/etc/apk/repositories", InstanceFileArgs{
-			Content: strings.NewReader(updated), Mode: 0o644, Type: "file",
-		}); err != nil {
-			return fmt.Errorf("writing /etc/apk/repositories: %w", err)
-		}
-		log("/etc/apk/repositories: " + t.RepositoryURL)
-		return nil
-	case "install-package":
-		return b.install(ctx, c, inst, t, log)
-	case "restart-instance":
-		return setState(ctx, c, inst, "restart")
-	case "health-check":
-		if len(t.HealthCommand) == 0 {
-			log("no health command")
-			return ops.ErrSkipped
-		}
-		deadline := time.Now().Add(b.cfg.HealthTimeout)
-		for {
-			err := b.exec(ctx, c, inst, t.HealthCommand, log)
-			if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-				return err
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(2 * time.Second):
-			}
+// stepFunc runs a step; onNew marks the steps that build the operation's
+// new instance, which goes if one of them fails.
+type stepFunc struct {
+	run   func(b *Backend, ctx context.Context, j job) error
+	onNew bool
+}
+
+// stepFuncs runs every step of ops.InstanceSteps, keyed by the names
+// ops defines.
+var stepFuncs = map[string]stepFunc{
+	ops.StepCreateInstance:       {(*Backend).createInstance, true},
+	ops.StepStartInstance:        {func(_ *Backend, ctx context.Context, j job) error { return setState(ctx, j.c, j.inst, "start") }, true},
+	ops.StepConfigureRepository:  {(*Backend).configureRepository, true},
+	ops.StepInstallPackage:       {func(b *Backend, ctx context.Context, j job) error { return b.install(ctx, j.c, j.inst, j.t, j.log) }, true},
+	ops.StepRestartInstance:      {func(_ *Backend, ctx context.Context, j job) error { return setState(ctx, j.c, j.inst, "restart") }, true},
+	ops.StepHealthCheck:          {(*Backend).healthCheck, true},
+	ops.StepRemoveOldInstance:    {(*Backend).removeOldInstance, false},
+	ops.StepRemoveExtraInstances: {(*Backend).removeExtraInstances, false},
+	ops.StepUpgradeInstance:      {(*Backend).upgradeInstance, false},
+	ops.StepDeleteInstances:      {(*Backend).deleteInstances, false},
+}
+
+// Do implements ops.Backend.
+func (b *Backend) Do(ctx context.Context, name string, op *ops.Operation, t ops.Target, log func(string)) error {
+	action, i := ops.SplitStep(name)
+	s, ok := stepFuncs[action]
+	if !ok {
+		return fmt.Errorf("unknown step %q", name)
+	}
+	j := job{c: b.cfg.Incus(t.Project), op: op, t: t, i: i, inst: newName(op, i), log: log}
+	err := s.run(b, ctx, j)
+	if s.onNew && err != nil && !errors.Is(err, ops.ErrSkipped) && ctx.Err() == nil {
+		// The new instance failed: it goes, the old ones stay as they are.
+		log(fmt.Sprintf("%s failed: removing the new instance %s; the old instances are untouched", action, j.inst))
+		if derr := remove(context.WithoutCancel(ctx), j.c, j.inst); derr != nil && !incus.IsNotFound(derr) {
+			log("could not remove " + j.inst + ": " + derr.Error())
 		}
 	}
-	return fmt.Errorf("unknown step %q", action)
+	return err
+}
+
+func (b *Backend) createInstance(ctx context.Context, j job) error {
+	if _, _, err := j.c.GetInstance(ctx, j.inst); err == nil {
+		j.log(j.inst + " exists already (resumed operation)")
+		return nil
+	} else if !incus.IsNotFound(err) {
+		return err
+	}
+	t := j.t
+	req := incus.InstancesPost{
+		Name: j.inst, Type: incus.InstanceTypeContainer, Source: b.source(t.Image),
+		InstancePut: incus.InstancePut{Profiles: t.Profiles, Config: map[string]string{
+			LabelManaged: managedBy, LabelInstallation: t.Installation, LabelOperation: j.op.ID,
+		}},
+	}
+	if dev, ok := b.proxyDevice(t.RepositoryURL); ok {
+		req.Devices = map[string]map[string]string{"uplink-distribution": dev}
+	}
+	j.log(fmt.Sprintf("creating %s from image %s in project %s", j.inst, t.Image, t.Project))
+	o, err := j.c.CreateInstance(ctx, req)
+	if err != nil {
+		return err
+	}
+	return o.WaitContext(ctx)
+}
+
+func (b *Backend) configureRepository(ctx context.Context, j job) error {
+	t := j.t
+	if err := j.c.CreateInstanceFile(ctx, j.inst, "/etc/apk/keys/"+t.KeyName, incus.InstanceFileArgs{
+		Content: strings.NewReader(t.PublicKey), Mode: 0o644, Type: "file",
+	}); err != nil {
+		return fmt.Errorf("pushing the key: %w", err)
+	}
+	repos, err := readFile(ctx, j.c, j.inst, "/etc/apk/repositories")
+	if err != nil {
+		return err
+	}
+	updated := repositories(repos, t.App, t.RepositoryURL)
+	if err := j.c.CreateInstanceFile(ctx, j.inst, "/etc/apk/repositories", incus.InstanceFileArgs{
+		Content: strings.NewReader(updated), Mode: 0o644, Type: "file",
+	}); err != nil {
+		return fmt.Errorf("writing /etc/apk/repositories: %w", err)
+	}
+	j.log("/etc/apk/repositories: " + t.RepositoryURL)
+	return nil
+}
+
+func (b *Backend) healthCheck(ctx context.Context, j job) error {
+	if len(j.t.HealthCommand) == 0 {
+		j.log("no health command")
+		return ops.ErrSkipped
+	}
+	deadline := time.Now().Add(b.cfg.HealthTimeout)
+	for {
+		err := b.exec(ctx, j.c, j.inst, j.t.HealthCommand, j.log)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func (b *Backend) removeOldInstance(ctx context.Context, j job) error {
+	old, err := b.old(ctx, j.c, j.op, j.t)
+	if err != nil {
+		return err
+	}
+	if len(old) == 0 {
+		j.log("no old instance left to remove")
+		return ops.ErrSkipped
+	}
+	j.log("removing old instance " + old[0].Name + " (commit " + old[0].Config[LabelCommit] + ")")
+	return remove(ctx, j.c, old[0].Name)
+}
+
+func (b *Backend) removeExtraInstances(ctx context.Context, j job) error {
+	old, err := b.old(ctx, j.c, j.op, j.t)
+	if err != nil {
+		return err
+	}
+	if len(old) == 0 {
+		return ops.ErrSkipped
+	}
+	for _, o := range old {
+		j.log("removing instance " + o.Name + " beyond the installation's count")
+		if err := remove(ctx, j.c, o.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Backend) upgradeInstance(ctx context.Context, j job) error {
+	insts, err := Instances(ctx, j.c, j.t.Installation)
+	if err != nil {
+		return err
+	}
+	if j.i > len(insts) {
+		j.log(fmt.Sprintf("no instance %d to upgrade (the installation has %d)", j.i, len(insts)))
+		return ops.ErrSkipped
+	}
+	return b.install(ctx, j.c, insts[j.i-1].Name, j.t, j.log)
+}
+
+func (b *Backend) deleteInstances(ctx context.Context, j job) error {
+	insts, err := Instances(ctx, j.c, j.t.Installation)
+	if err != nil {
+		return err
+	}
+	for _, inst := range insts {
+		j.log("removing instance " + inst.Name)
+		if err := remove(ctx, j.c, inst.Name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // source picks how Incus gets the image: pulled from a simplestreams
 // server, or local by fingerprint or alias.
-func (b *Backend) source(image string) InstanceSource {
+func (b *Backend) source(image string) incus.InstanceSource {
 	if b.cfg.ImageServer != "" {
-		return InstanceSource{Type: "image", Mode: "pull", Protocol: "simplestreams", Server: b.cfg.ImageServer, Alias: image}
+		return incus.InstanceSource{Type: "image", Mode: "pull", Protocol: "simplestreams", Server: b.cfg.ImageServer, Alias: image}
 	}
-	if len(image) >= 12 && isHex(image) {
-		return InstanceSource{Type: "image", Fingerprint: image}
+	if len(image) >= 12 && artifact.IsHex(image) {
+		return incus.InstanceSource{Type: "image", Fingerprint: image}
 	}
-	return InstanceSource{Type: "image", Alias: image}
-}
-
-func isHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
+	return incus.InstanceSource{Type: "image", Alias: image}
 }
 
 // proxyDevice maps the repository URL's port on the instance's loopback
@@ -285,9 +303,9 @@ func repositories(current, app, url string) string {
 	return strings.Join(append(out, url), "\n") + "\n"
 }
 
-func readFile(ctx context.Context, c *ProtocolIncus, inst, path string) (string, error) {
+func readFile(ctx context.Context, c Client, inst, path string) (string, error) {
 	rc, _, err := c.GetInstanceFile(ctx, inst, path)
-	if IsNotFound(err) {
+	if incus.IsNotFound(err) {
 		return "", nil
 	}
 	if err != nil {
@@ -300,11 +318,11 @@ func readFile(ctx context.Context, c *ProtocolIncus, inst, path string) (string,
 
 // exec runs a command, putting its output in the operation log; a
 // non-zero exit is an error.
-func (b *Backend) exec(ctx context.Context, c *ProtocolIncus, inst string, cmd []string, log func(string)) error {
+func (b *Backend) exec(ctx context.Context, c Client, inst string, cmd []string, log func(string)) error {
 	log(inst + ": $ " + strings.Join(cmd, " ")) // which instance the output below is from
 	var out bytes.Buffer
-	code, err := c.ExecInstance(ctx, inst, InstanceExecPost{Command: cmd, RecordOutput: true, Environment: map[string]string{"HOME": "/root"}},
-		&InstanceExecArgs{Stdout: &out, Stderr: &out})
+	code, err := c.ExecInstance(ctx, inst, incus.InstanceExecPost{Command: cmd, RecordOutput: true, Environment: map[string]string{"HOME": "/root"}},
+		&incus.InstanceExecArgs{Stdout: &out, Stderr: &out})
 	for _, l := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
 		if l != "" {
 			log(l)
@@ -323,7 +341,7 @@ func (b *Backend) exec(ctx context.Context, c *ProtocolIncus, inst string, cmd [
 // lists for the instance's arch in place, checks it, and only then labels
 // the instance with the commit, ref and version. It serves a bootstrap
 // and an in-place upgrade alike, and is safe to run again.
-func (b *Backend) install(ctx context.Context, c *ProtocolIncus, inst string, t ops.Target, log func(string)) error {
+func (b *Backend) install(ctx context.Context, c Client, inst string, t ops.Target, log func(string)) error {
 	arch, err := b.arch(ctx, c, inst, log)
 	if err != nil {
 		return err
@@ -355,7 +373,7 @@ func (b *Backend) install(ctx context.Context, c *ProtocolIncus, inst string, t 
 		return fmt.Errorf("%s: after apk add %s=%s, %s has %s, not %s as commit %s lists", inst, t.Package, version, installedDB, has, version, t.Commit)
 	}
 	log(fmt.Sprintf("%s: %s %s installed (read back from %s)", inst, t.Package, got, installedDB))
-	return c.PatchInstance(ctx, inst, InstancePut{Config: map[string]string{
+	return c.PatchInstance(ctx, inst, incus.InstancePut{Config: map[string]string{
 		LabelCommit: t.Commit, LabelRef: t.Ref, LabelPackage: t.Package, LabelVersion: got,
 	}}, "")
 }
@@ -375,7 +393,7 @@ func listVersions(versions map[string]string) string {
 // arch is the instance's apk architecture: /etc/apk/arch, as apk itself
 // reads it (apk-protocol.md §1); else Incus's name for the instance's
 // architecture.
-func (b *Backend) arch(ctx context.Context, c *ProtocolIncus, inst string, log func(string)) (string, error) {
+func (b *Backend) arch(ctx context.Context, c Client, inst string, log func(string)) (string, error) {
 	s, err := readFile(ctx, c, inst, "/etc/apk/arch")
 	if err != nil {
 		return "", err
@@ -407,9 +425,9 @@ func apkArch(incus string) string {
 
 // installedVersion reads the version of pkg from the instance's apk
 // database; "" when pkg is not installed.
-func installedVersion(ctx context.Context, c *ProtocolIncus, inst, pkg string) (string, error) {
+func installedVersion(ctx context.Context, c Client, inst, pkg string) (string, error) {
 	rc, _, err := c.GetInstanceFile(ctx, inst, installedDB)
-	if IsNotFound(err) {
+	if incus.IsNotFound(err) {
 		return "", nil
 	}
 	if err != nil {
@@ -463,7 +481,7 @@ func findVersion(r io.Reader, pkg string) (string, error) {
 // (apk-protocol.md §7.2). It runs again for a while if it fails: right
 // after a start the instance's network (even its loopback, where a proxy
 // device listens) may not be up yet.
-func (b *Backend) refresh(ctx context.Context, c *ProtocolIncus, inst string, log func(string)) error {
+func (b *Backend) refresh(ctx context.Context, c Client, inst string, log func(string)) error {
 	deadline := time.Now().Add(b.cfg.HealthTimeout)
 	for {
 		err := b.exec(ctx, c, inst, []string{"apk", "--force-refresh", "update"}, log)
@@ -478,8 +496,8 @@ func (b *Backend) refresh(ctx context.Context, c *ProtocolIncus, inst string, lo
 	}
 }
 
-func setState(ctx context.Context, c *ProtocolIncus, inst, action string) error {
-	o, err := c.UpdateInstanceState(ctx, inst, InstanceStatePut{Action: action, Timeout: 30}, "")
+func setState(ctx context.Context, c Client, inst, action string) error {
+	o, err := c.UpdateInstanceState(ctx, inst, incus.InstanceStatePut{Action: action, Timeout: 30}, "")
 	if err != nil {
 		return err
 	}
@@ -487,16 +505,16 @@ func setState(ctx context.Context, c *ProtocolIncus, inst, action string) error 
 }
 
 // remove stops (forcibly) and deletes an instance.
-func remove(ctx context.Context, c *ProtocolIncus, inst string) error {
-	o, err := c.UpdateInstanceState(ctx, inst, InstanceStatePut{Action: "stop", Force: true, Timeout: -1}, "")
+func remove(ctx context.Context, c Client, inst string) error {
+	o, err := c.UpdateInstanceState(ctx, inst, incus.InstanceStatePut{Action: "stop", Force: true, Timeout: -1}, "")
 	if err == nil {
 		err = o.WaitContext(ctx)
 	}
-	if err != nil && !IsNotFound(err) && !strings.Contains(err.Error(), "already stopped") {
+	if err != nil && !incus.IsNotFound(err) && !strings.Contains(err.Error(), "already stopped") {
 		return err
 	}
 	o, err = c.DeleteInstance(ctx, inst)
-	if IsNotFound(err) {
+	if incus.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
@@ -506,20 +524,20 @@ func remove(ctx context.Context, c *ProtocolIncus, inst string) error {
 }
 
 // Instances lists an installation's instances, by name.
-func Instances(ctx context.Context, c *ProtocolIncus, installation string) ([]Instance, error) {
-	list, err := c.GetInstancesWithFilter(ctx, InstanceTypeContainer, []string{"config." + LabelInstallation + "=" + installation})
+func Instances(ctx context.Context, c Client, installation string) ([]incus.Instance, error) {
+	list, err := c.GetInstancesWithFilter(ctx, incus.InstanceTypeContainer, []string{"config." + LabelInstallation + "=" + installation})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(list, func(a, b Instance) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(list, func(a, b incus.Instance) int { return strings.Compare(a.Name, b.Name) })
 	return list, nil
 }
 
 // old lists the installation's instances that op did not create.
-func (b *Backend) old(ctx context.Context, c *ProtocolIncus, op *ops.Operation, t ops.Target) ([]Instance, error) {
+func (b *Backend) old(ctx context.Context, c Client, op *ops.Operation, t ops.Target) ([]incus.Instance, error) {
 	all, err := Instances(ctx, c, t.Installation)
 	if err != nil {
 		return nil, err
 	}
-	return slices.DeleteFunc(all, func(i Instance) bool { return i.Config[LabelOperation] == op.ID }), nil
+	return slices.DeleteFunc(all, func(i incus.Instance) bool { return i.Config[LabelOperation] == op.ID }), nil
 }
