@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -127,9 +126,4 @@ func (c cidrFlag) Set(v string) error {
 		*c.v = append(*c.v, p.Masked())
 	}
 	return nil
-}
-
-func fail(w io.Writer, err error) int {
-	fmt.Fprintln(w, "uplink:", err)
-	return 1
 }

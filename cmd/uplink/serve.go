@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/uplinkhq/uplink/distribution"
+	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/internal/admin"
 	"github.com/uplinkhq/uplink/internal/server"
 )
@@ -43,7 +44,7 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.RefCacheTTL, "ref-cache-ttl", 5*time.Second, "how long any replica trusts a ref pointer, in memory or from Redis, after it was read from storage: every replica sees a publish within it, whatever Redis does")
 	fs.DurationVar(&cfg.ClientIndexTTL, "client-index-ttl", 5*time.Hour, "how long packages a client asks for through a branch come from the commit whose index it last got there (keep above apk's 4h index cache)")
 	fs.Var(sizeFlag{&cfg.IndexCacheSize}, "index-cache-size", "memory for indexes of published commits (e.g. 256MiB)")
-	fs.IntVar(&cfg.Retention, "retention", 20, "commits of a branch that a package request through the branch may fall back to")
+	fs.IntVar(&cfg.Retention, "retention", ref.DefaultRetention, "commits of a branch that a package request through the branch may fall back to")
 	fs.Var(cidrFlag{&cfg.AllowCIDR}, "allow-cidr", "comma-separated prefixes allowed to fetch from /distribution (default: everyone)")
 	fs.Var(listFlag{&cfg.AdminTokens}, "admin-token", "comma-separated admin bearer tokens (default: generated into <data-dir>/"+server.TokenFile+")")
 	fs.Var(sizeFlag{&cfg.MaxUpload}, "max-upload-size", "largest artifact file accepted by upload")
@@ -87,45 +88,81 @@ func defaultConfig() server.Config {
 
 // validate reports every mistake at once, each with what to do.
 func validate(cfg *server.Config, logLevel, logFormat string) error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var p problems
+	p.listeners(cfg)
+	p.storage(cfg)
+	p.caches(cfg)
+	p.distributionURL(cfg)
+	p.instances(cfg)
+	p.limits(cfg)
+	p.publishing(cfg)
+	if _, err := parseLevel(logLevel); err != nil {
+		p = append(p, err)
+	}
+	if logFormat != "text" && logFormat != "json" {
+		p.bad("--log-format %q: want text or json", logFormat)
+	}
+	return errors.Join(p...)
+}
+
+// problems collects what validate finds wrong.
+type problems []error
+
+func (p *problems) bad(format string, args ...any) { *p = append(*p, fmt.Errorf(format, args...)) }
+
+func (p *problems) listeners(cfg *server.Config) {
 	for _, l := range []struct{ flag, v string }{{"--listen", cfg.Listen}, {"--admin-listen", cfg.AdminListen}} {
 		_, port, err := net.SplitHostPort(l.v)
 		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
-			bad("%s %q: want host:port, e.g. :4080 or 127.0.0.1:4040", l.flag, l.v)
+			p.bad("%s %q: want host:port, e.g. :4080 or 127.0.0.1:4040", l.flag, l.v)
 		}
 	}
 	if (cfg.AdminTLSCert == "") != (cfg.AdminTLSKey == "") {
-		bad("--admin-tls-cert and --admin-tls-key go together")
+		p.bad("--admin-tls-cert and --admin-tls-key go together")
 	}
 	for _, f := range []string{cfg.AdminTLSCert, cfg.AdminTLSKey} {
 		if f != "" {
 			if _, err := os.Stat(f); err != nil {
-				bad("--admin-tls-cert/--admin-tls-key: %v", err)
+				p.bad("--admin-tls-cert/--admin-tls-key: %v", err)
 			}
 		}
 	}
+	for _, t := range cfg.AdminTokens {
+		if len(t) < 16 {
+			p.bad("--admin-token: every token needs at least 16 characters")
+			break
+		}
+	}
+}
+
+func (p *problems) storage(cfg *server.Config) {
 	if cfg.DataDir == "" {
-		bad("--data-dir must not be empty")
+		p.bad("--data-dir must not be empty")
 	}
 	switch cfg.Storage {
 	case "filesystem":
 	case "s3":
 		if cfg.S3.Endpoint == "" || strings.Contains(cfg.S3.Endpoint, "/") {
-			bad("--s3-endpoint %q: want host[:port] without a scheme (use --s3-tls=false for plain HTTP)", cfg.S3.Endpoint)
+			p.bad("--s3-endpoint %q: want host[:port] without a scheme (use --s3-tls=false for plain HTTP)", cfg.S3.Endpoint)
 		}
 		if cfg.S3.Bucket == "" {
-			bad("--s3-bucket is required with --storage s3")
+			p.bad("--s3-bucket is required with --storage s3")
 		}
 		if (cfg.S3.AccessKey == "") != (cfg.S3.SecretKey == "") {
-			bad("--s3-access-key and --s3-secret-key go together")
+			p.bad("--s3-access-key and --s3-secret-key go together")
 		}
 	default:
-		bad("--storage %q: want filesystem or s3", cfg.Storage)
+		p.bad("--storage %q: want filesystem or s3", cfg.Storage)
 	}
+	if cfg.StorageTimeout < 100*time.Millisecond || cfg.StorageTimeout > 10*time.Minute {
+		p.bad("--storage-timeout must be from 100ms to 10m")
+	}
+}
+
+func (p *problems) caches(cfg *server.Config) {
 	if cfg.Redis != "" {
 		if u, err := url.Parse(cfg.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-			bad("--redis %q: want redis://host:port/db, rediss://... or unix:///path", cfg.Redis)
+			p.bad("--redis %q: want redis://host:port/db, rediss://... or unix:///path", cfg.Redis)
 		}
 	}
 	for _, d := range []struct {
@@ -134,87 +171,86 @@ func validate(cfg *server.Config, logLevel, logFormat string) error {
 	}{{"--redis-timeout", cfg.RedisTimeout}, {"--redis-ttl", cfg.RedisTTL}, {"--ref-cache-ttl", cfg.RefCacheTTL},
 		{"--client-index-ttl", cfg.ClientIndexTTL}, {"--shutdown-timeout", cfg.ShutdownTimeout}} {
 		if d.v <= 0 {
-			bad("%s must be positive", d.flag)
+			p.bad("%s must be positive", d.flag)
 		}
 	}
+	if cfg.IndexCacheSize < 1<<20 {
+		p.bad("--index-cache-size must be at least 1MiB")
+	}
+}
+
+// distributionURL defaults --distribution-url to this host and the
+// --listen port, then checks it.
+func (p *problems) distributionURL(cfg *server.Config) {
 	if cfg.DistributionURL == "" {
 		host, _ := os.Hostname()
 		_, port, _ := net.SplitHostPort(cfg.Listen)
 		cfg.DistributionURL = "http://" + net.JoinHostPort(host, port)
 	}
 	if u, err := url.Parse(cfg.DistributionURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		bad("--distribution-url %q: want http://host[:port] (instances fetch from it)", cfg.DistributionURL)
+		p.bad("--distribution-url %q: want http://host[:port] (instances fetch from it)", cfg.DistributionURL)
 	}
+}
+
+func (p *problems) instances(cfg *server.Config) {
 	if cfg.OperationLease < time.Second || cfg.OperationScan <= 0 || cfg.NoBackendDelay < 0 {
-		bad("--operation-lease must be at least 1s, --operation-scan positive, --no-backend-step-delay not negative")
+		p.bad("--operation-lease must be at least 1s, --operation-scan positive, --no-backend-step-delay not negative")
 	}
 	switch {
 	case cfg.Incus == "":
 		if cfg.AllowIncusLeases || cfg.IncusProxyDistribution {
-			bad("--allow-incus-leases and --incus-proxy-distribution need --incus")
+			p.bad("--allow-incus-leases and --incus-proxy-distribution need --incus")
 		}
 	case strings.HasPrefix(cfg.Incus, "unix://"):
 		if strings.TrimPrefix(cfg.Incus, "unix://") == "" {
-			bad("--incus %q: want unix:///path/to/unix.socket", cfg.Incus)
+			p.bad("--incus %q: want unix:///path/to/unix.socket", cfg.Incus)
 		}
 	case strings.HasPrefix(cfg.Incus, "https://"):
 		if cfg.IncusCert == "" || cfg.IncusKey == "" {
-			bad("--incus %s: HTTPS needs --incus-cert and --incus-key (a client certificate the server trusts)", cfg.Incus)
+			p.bad("--incus %s: HTTPS needs --incus-cert and --incus-key (a client certificate the server trusts)", cfg.Incus)
 		}
 	default:
-		bad("--incus %q: want unix:///path/to/unix.socket or https://host:8443", cfg.Incus)
+		p.bad("--incus %q: want unix:///path/to/unix.socket or https://host:8443", cfg.Incus)
 	}
 	if cfg.IncusProxyDistribution {
 		if _, port, _ := net.SplitHostPort(cfg.Listen); port == "0" {
-			bad("--incus-proxy-distribution needs a fixed --listen port")
+			p.bad("--incus-proxy-distribution needs a fixed --listen port")
 		}
 	}
 	if cfg.ReconcileInterval < time.Second {
-		bad("--reconcile-interval must be at least 1s")
+		p.bad("--reconcile-interval must be at least 1s")
 	}
+}
+
+// limits checks the connection and request limits.
+func (p *problems) limits(cfg *server.Config) {
 	if cfg.MaxHeaderBytes < 4<<10 || cfg.MaxHeaderBytes > 1<<20 {
-		bad("--max-header-bytes must be from 4KiB to 1MiB")
+		p.bad("--max-header-bytes must be from 4KiB to 1MiB")
 	}
 	if cfg.ReadHeaderTimeout <= 0 || cfg.IdleTimeout <= 0 || cfg.DrainDelay < 0 {
-		bad("--read-header-timeout and --idle-timeout must be positive, --drain-delay not negative")
+		p.bad("--read-header-timeout and --idle-timeout must be positive, --drain-delay not negative")
 	}
 	if cfg.StallTimeout < time.Second {
-		bad("--stall-timeout must be at least 1s")
+		p.bad("--stall-timeout must be at least 1s")
 	}
 	if cfg.MaxConnections < 1 || cfg.AdminMaxConnections < 1 {
-		bad("--max-connections and --admin-max-connections must be at least 1")
-	}
-	if cfg.StorageTimeout < 100*time.Millisecond || cfg.StorageTimeout > 10*time.Minute {
-		bad("--storage-timeout must be from 100ms to 10m")
+		p.bad("--max-connections and --admin-max-connections must be at least 1")
 	}
 	if cfg.MaxRanges < 1 || cfg.MaxRanges > 1000 {
-		bad("--max-ranges must be from 1 to 1000")
+		p.bad("--max-ranges must be from 1 to 1000")
 	}
+}
+
+func (p *problems) publishing(cfg *server.Config) {
 	if cfg.PublishGrace < time.Second || cfg.SweepInterval < 100*time.Millisecond || cfg.SpoolMaxAge <= 0 || cfg.MultipartMaxAge <= 0 {
-		bad("--publish-grace must be at least 1s, --sweep-interval at least 100ms, --spool-max-age and --s3-multipart-max-age positive")
-	}
-	if cfg.IndexCacheSize < 1<<20 {
-		bad("--index-cache-size must be at least 1MiB")
+		p.bad("--publish-grace must be at least 1s, --sweep-interval at least 100ms, --spool-max-age and --s3-multipart-max-age positive")
 	}
 	if cfg.MaxUpload < 1<<10 {
-		bad("--max-upload-size must be at least 1KiB")
+		p.bad("--max-upload-size must be at least 1KiB")
 	}
 	if cfg.Retention < 1 || cfg.Retention > 1000 {
-		bad("--retention must be from 1 to 1000")
+		p.bad("--retention must be from 1 to 1000")
 	}
-	for _, t := range cfg.AdminTokens {
-		if len(t) < 16 {
-			bad("--admin-token: every token needs at least 16 characters")
-			break
-		}
-	}
-	if _, err := parseLevel(logLevel); err != nil {
-		errs = append(errs, err)
-	}
-	if logFormat != "text" && logFormat != "json" {
-		bad("--log-format %q: want text or json", logFormat)
-	}
-	return errors.Join(errs...)
 }
 
 func parseLevel(s string) (slog.Level, error) {
