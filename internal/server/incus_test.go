@@ -14,6 +14,7 @@ import (
 	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/instance/incus"
 	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/instance/rollout"
 	"github.com/uplinkhq/uplink/internal/apktest"
 	"github.com/uplinkhq/uplink/internal/server"
 	"github.com/uplinkhq/uplink/internal/testenv"
@@ -81,7 +82,7 @@ func (s *incusSite) instances(t *testing.T) map[string]string {
 			out[in.Name] = "not running: " + in.Status
 			continue
 		}
-		out[in.Name] = in.Config[incus.LabelCommit]
+		out[in.Name] = in.Config[rollout.LabelCommit]
 	}
 	return out
 }
@@ -151,9 +152,9 @@ func (s *incusSite) runs(t *testing.T, inst, commit, version, content string) {
 		t.Fatal(err)
 	}
 	got, file := s.version(t, inst), s.file(t, inst, "/usr/share/hello/VERSION")
-	if got != version || file != content || in.Status != "Running" || in.Config[incus.LabelCommit] != commit || in.Config[incus.LabelVersion] != version {
+	if got != version || file != content || in.Status != "Running" || in.Config[rollout.LabelCommit] != commit || in.Config[rollout.LabelVersion] != version {
 		t.Fatalf("%s: apk database has hello %q, VERSION %q, %s, labels commit %.7s version %q; want hello %s, %q, commit %.7s",
-			inst, got, file, in.Status, in.Config[incus.LabelCommit], in.Config[incus.LabelVersion], version, content, commit)
+			inst, got, file, in.Status, in.Config[rollout.LabelCommit], in.Config[rollout.LabelVersion], version, content, commit)
 	}
 }
 
@@ -427,7 +428,7 @@ func TestIncusCrashResumesAndReconciles(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := s.c.PatchInstance(context.Background(), "ghost-1", incus.InstancePut{Config: map[string]string{
-		incus.LabelManaged: "uplink", incus.LabelInstallation: "ghost"}}, ""); err != nil {
+		rollout.LabelManaged: "uplink", rollout.LabelInstallation: "ghost"}}, ""); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Minute, "the reconciler converges", func() bool {
