@@ -20,7 +20,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -111,10 +110,7 @@ func (o *Object) File() *os.File { return o.f }
 
 // Open opens key for reading.
 func (d *Driver) Open(ctx context.Context, key string) (storage.Object, error) {
-	if err := storage.ValidKey(key); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := storage.CheckKey(ctx, key); err != nil {
 		return nil, err
 	}
 	f, err := d.root.Open(key)
@@ -135,10 +131,7 @@ func (d *Driver) Open(ctx context.Context, key string) (storage.Object, error) {
 
 // Stat returns key's Info.
 func (d *Driver) Stat(ctx context.Context, key string) (storage.Info, error) {
-	if err := storage.ValidKey(key); err != nil {
-		return storage.Info{}, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := storage.CheckKey(ctx, key); err != nil {
 		return storage.Info{}, err
 	}
 	fi, err := d.root.Stat(key)
@@ -153,13 +146,7 @@ func (d *Driver) Stat(ctx context.Context, key string) (storage.Info, error) {
 
 // Put writes r to key atomically, honouring cond.
 func (d *Driver) Put(ctx context.Context, key string, r io.Reader, size int64, cond storage.Condition) (storage.Info, error) {
-	if err := storage.ValidKey(key); err != nil {
-		return storage.Info{}, err
-	}
-	if cond.IfAbsent && cond.IfMatch != "" {
-		return storage.Info{}, fmt.Errorf("filesystem: put %s: IfAbsent and IfMatch are exclusive", key)
-	}
-	if err := ctx.Err(); err != nil {
+	if err := storage.CheckPut(ctx, "filesystem", key, cond); err != nil {
 		return storage.Info{}, err
 	}
 
@@ -214,7 +201,7 @@ func (d *Driver) writeTemp(ctx context.Context, r io.Reader, size int64) (name s
 		}
 	}()
 
-	src := io.Reader(ctxReader{ctx, r})
+	src := storage.ContextReader(ctx, r)
 	if size >= 0 {
 		src = io.LimitReader(src, size)
 	}
@@ -317,10 +304,7 @@ func (d *Driver) rmdir(dir string) error {
 
 // List returns the objects whose key starts with prefix, sorted.
 func (d *Driver) List(ctx context.Context, prefix string) ([]storage.Info, error) {
-	if err := storage.ValidPrefix(prefix); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := storage.CheckPrefix(ctx, prefix); err != nil {
 		return nil, err
 	}
 	// Walk only the deepest directory the prefix names completely.
@@ -376,16 +360,13 @@ func (d *Driver) List(ctx context.Context, prefix string) ([]storage.Info, error
 	}
 	// WalkDir orders by path segment ("a/b" before "a.b"); keys sort as
 	// plain strings.
-	slices.SortFunc(out, func(a, b storage.Info) int { return strings.Compare(a.Key, b.Key) })
+	storage.SortByKey(out)
 	return out, nil
 }
 
 // Delete removes key and then any parent directories left empty.
 func (d *Driver) Delete(ctx context.Context, key string) error {
-	if err := storage.ValidKey(key); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := storage.CheckKey(ctx, key); err != nil {
 		return err
 	}
 	removed, err := d.remove(ctx, key)
@@ -502,17 +483,4 @@ func mapErr(op, key string, err error) error {
 		return &storage.PathNotFoundError{Key: key}
 	}
 	return fmt.Errorf("filesystem: %s %s: %w", op, key, err)
-}
-
-// ctxReader stops a copy once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -18,7 +18,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -257,10 +256,7 @@ func (d *Driver) Open(ctx context.Context, key string) (storage.Object, error) {
 
 // Stat returns key's Info.
 func (d *Driver) Stat(ctx context.Context, key string) (storage.Info, error) {
-	if err := storage.ValidKey(key); err != nil {
-		return storage.Info{}, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := storage.CheckKey(ctx, key); err != nil {
 		return storage.Info{}, err
 	}
 	oi, err := d.client.StatObject(ctx, d.bucket, d.prefix+key, minio.StatObjectOptions{})
@@ -272,13 +268,7 @@ func (d *Driver) Stat(ctx context.Context, key string) (storage.Info, error) {
 
 // Put uploads r to key, honouring cond.
 func (d *Driver) Put(ctx context.Context, key string, r io.Reader, size int64, cond storage.Condition) (storage.Info, error) {
-	if err := storage.ValidKey(key); err != nil {
-		return storage.Info{}, err
-	}
-	if cond.IfAbsent && cond.IfMatch != "" {
-		return storage.Info{}, fmt.Errorf("s3: put %s: IfAbsent and IfMatch are exclusive", key)
-	}
-	if err := ctx.Err(); err != nil {
+	if err := storage.CheckPut(ctx, "s3", key, cond); err != nil {
 		return storage.Info{}, err
 	}
 	opts := minio.PutObjectOptions{PartSize: uint64(d.partSize)}
@@ -294,35 +284,11 @@ func (d *Driver) Put(ctx context.Context, key string, r io.Reader, size int64, c
 	// conditional put must be a single PUT, which needs the size.
 	opts.DisableMultipart = conditional
 
-	if _, ok := r.(io.ReaderAt); !ok {
-		// A stream may block or be slow; stop reading it once ctx is done,
-		// even while minio-go is filling a part buffer. ReaderAts (files,
-		// byte slices) pass as is: minio-go uses them to retry and to
-		// upload parts in parallel.
-		r = ctxReader{ctx, r}
+	r, size, done, err := d.body(ctx, r, size, conditional)
+	if err != nil {
+		return storage.Info{}, fmt.Errorf("s3: put %s: %w", key, err)
 	}
-	if size < 0 {
-		// Small bodies of unknown size (most metadata) go as one PUT
-		// rather than a three-request multipart upload.
-		var buf bytes.Buffer
-		n, err := io.CopyN(&buf, r, d.partSize+1)
-		switch {
-		case err == io.EOF:
-			r, size = bytes.NewReader(buf.Bytes()), n
-		case err != nil:
-			return storage.Info{}, fmt.Errorf("s3: put %s: %w", key, err)
-		case conditional:
-			f, n, err := spool(io.MultiReader(&buf, r))
-			if err != nil {
-				return storage.Info{}, fmt.Errorf("s3: put %s: %w", key, err)
-			}
-			defer f.Close()
-			r, size = f, n
-		default:
-			r = io.MultiReader(&buf, r)
-		}
-	}
-
+	defer done()
 	if conditional && size > precheckSize {
 		if err := d.precheck(ctx, key, cond); err != nil {
 			return storage.Info{}, err
@@ -342,20 +308,58 @@ func (d *Driver) Put(ctx context.Context, key string, r io.Reader, size int64, c
 	}
 	ui, err := client.PutObject(ctx, d.bucket, d.prefix+key, r, size, opts)
 	if err != nil {
-		resp := minio.ToErrorResponse(err)
-		switch {
-		case resp.Code == "PreconditionFailed" || resp.Code == "ConditionalRequestConflict" ||
-			resp.StatusCode == http.StatusPreconditionFailed:
-			return storage.Info{}, fmt.Errorf("%w: %s: %s", storage.ErrConditionFailed, key, resp.Code)
-		case cond.IfMatch != "" && resp.Code == minio.NoSuchKey:
-			// S3 answers If-Match on a missing key with 404.
-			return storage.Info{}, fmt.Errorf("%w: %s does not exist", storage.ErrConditionFailed, key)
-		}
-		return storage.Info{}, fmt.Errorf("s3: put %s: %w", key, err)
+		return storage.Info{}, putErr(key, cond, err)
 	}
 	// PutObject's response has no Last-Modified; now is within a request
 	// of the server's time.
 	return storage.Info{Key: key, Size: ui.Size, ModTime: time.Now(), ETag: strings.Trim(ui.ETag, `"`)}, nil
+}
+
+// body prepares what Put sends: r as it stops once ctx is done, with its
+// size known where it can be; done releases what body made.
+func (d *Driver) body(ctx context.Context, r io.Reader, size int64, conditional bool) (io.Reader, int64, func(), error) {
+	if _, ok := r.(io.ReaderAt); !ok {
+		// A stream may block or be slow; stop reading it once ctx is done,
+		// even while minio-go is filling a part buffer. ReaderAts (files,
+		// byte slices) pass as is: minio-go uses them to retry and to
+		// upload parts in parallel.
+		r = storage.ContextReader(ctx, r)
+	}
+	nothing := func() {}
+	if size >= 0 {
+		return r, size, nothing, nil
+	}
+	// Small bodies of unknown size (most metadata) go as one PUT rather
+	// than a three-request multipart upload.
+	var buf bytes.Buffer
+	n, err := io.CopyN(&buf, r, d.partSize+1)
+	switch {
+	case err == io.EOF:
+		return bytes.NewReader(buf.Bytes()), n, nothing, nil
+	case err != nil:
+		return nil, 0, nil, err
+	case conditional:
+		f, n, err := spool(io.MultiReader(&buf, r))
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		return f, n, func() { f.Close() }, nil
+	}
+	return io.MultiReader(&buf, r), size, nothing, nil
+}
+
+// putErr maps a failed PutObject to storage's errors.
+func putErr(key string, cond storage.Condition, err error) error {
+	resp := minio.ToErrorResponse(err)
+	switch {
+	case resp.Code == "PreconditionFailed" || resp.Code == "ConditionalRequestConflict" ||
+		resp.StatusCode == http.StatusPreconditionFailed:
+		return fmt.Errorf("%w: %s: %s", storage.ErrConditionFailed, key, resp.Code)
+	case cond.IfMatch != "" && resp.Code == minio.NoSuchKey:
+		// S3 answers If-Match on a missing key with 404.
+		return fmt.Errorf("%w: %s does not exist", storage.ErrConditionFailed, key)
+	}
+	return fmt.Errorf("s3: put %s: %w", key, err)
 }
 
 // precheckSize is the body size above which a conditional put first
@@ -409,10 +413,7 @@ func spool(r io.Reader) (*os.File, int64, error) {
 
 // List returns the objects whose key starts with prefix, sorted.
 func (d *Driver) List(ctx context.Context, prefix string) ([]storage.Info, error) {
-	if err := storage.ValidPrefix(prefix); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := storage.CheckPrefix(ctx, prefix); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx) // stops the lister if we return early
@@ -430,16 +431,13 @@ func (d *Driver) List(ctx context.Context, prefix string) ([]storage.Info, error
 		}
 		out = append(out, in)
 	}
-	slices.SortFunc(out, func(a, b storage.Info) int { return strings.Compare(a.Key, b.Key) })
+	storage.SortByKey(out)
 	return out, nil
 }
 
 // Delete removes key; a missing key is not an error (S3 says so too).
 func (d *Driver) Delete(ctx context.Context, key string) error {
-	if err := storage.ValidKey(key); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := storage.CheckKey(ctx, key); err != nil {
 		return err
 	}
 	if err := d.client.RemoveObject(ctx, d.bucket, d.prefix+key, minio.RemoveObjectOptions{}); err != nil {
@@ -524,18 +522,4 @@ func (d *Driver) readErr(key string, err error) error {
 		return fmt.Errorf("%w: %s changed since Open", storage.ErrConditionFailed, key)
 	}
 	return fmt.Errorf("s3: read %s: %w", key, err)
-}
-
-// ctxReader stops feeding an upload once ctx is done, even while minio-go
-// is still filling a part buffer.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
