@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
 )
 
@@ -37,7 +36,7 @@ type leaseEntry struct {
 	expires time.Time
 }
 
-// Allowed reports whether client holds a lease in a project of one of
+// Allowed is distribution's Authorizer: it reports whether client holds a lease in a project of one of
 // app's installations; an error means it could not decide.
 func (l *Leases) Allowed(ctx context.Context, app artifact.App, client netip.Addr) (bool, error) {
 	projects, err := l.appProjects(ctx, app)
@@ -54,19 +53,6 @@ func (l *Leases) Allowed(ctx context.Context, app artifact.App, client netip.Add
 		}
 	}
 	return false, nil
-}
-
-// Authorize is distribution.Config.Authorize, kept until the server
-// passes Leases as distribution's Authorizer.
-func (l *Leases) Authorize(ctx context.Context, app artifact.App, client netip.Addr) error {
-	ok, err := l.Allowed(ctx, app, client)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return distribution.ErrForbidden
-	}
-	return nil
 }
 
 func (l *Leases) ttl() time.Duration {
