@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/instance/incus"
 	ops "github.com/uplinkhq/uplink/instance/operation"
@@ -294,8 +295,7 @@ func repositories(current, app, url string) string {
 	sc := bufio.NewScanner(strings.NewReader(current))
 	for sc.Scan() {
 		line := sc.Text()
-		l := strings.TrimSpace(line)
-		if strings.Contains(l, "/distribution/") && strings.HasSuffix(strings.TrimRight(l, "/"), "/"+app) {
+		if distribution.IsRepositoryURL(line, app) {
 			continue
 		}
 		out = append(out, line)

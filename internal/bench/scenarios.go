@@ -12,6 +12,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/storage"
@@ -225,7 +226,7 @@ func (b *bench) contender(ctx context.Context, s spec, file string, extra ...str
 	if err != nil {
 		return contender{}, err
 	}
-	c.url = u.url + "/distribution/main/" + b.data.app.String() + "/" + arch + "/" + file
+	c.url = distribution.RepositoryURL(u.url, "main", b.data.app.String()) + "/" + arch + "/" + file
 	c.proc, c.up = u.proc, u
 	return c, nil
 }
@@ -414,7 +415,7 @@ func (b *bench) herd(ctx context.Context) (int, map[int]int, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	url := u.url + "/distribution/main/" + app.String() + "/" + arch + "/" + artifact.IndexFile
+	url := distribution.RepositoryURL(u.url, "main", app.String()) + "/" + arch + "/" + artifact.IndexFile
 	codes := fireHerd(ctx, url, b.plan.herd, int64(len(b.data.index)))
 	after, err := b.storageReads(ctx, u)
 	if err != nil {
