@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/instance/incus"
@@ -50,5 +51,26 @@ func TestLeasesAllowed(t *testing.T) {
 	ok, err := l.Allowed(testCtx(t), artifact.App{Org: "acme", Name: "broken"}, netip.MustParseAddr("10.0.3.17"))
 	if err == nil || ok {
 		t.Errorf("a failed lookup must be an error, got %v, %v", ok, err)
+	}
+}
+
+// A lookup is cached for TTL, then made again.
+func TestLeasesExpire(t *testing.T) {
+	acme := &fakeIncus{project: "acme", networks: []incus.Network{{Name: "incusbr0", Managed: true}}}
+	l := &Leases{Incus: projectsOf(acme), TTL: 20 * time.Millisecond, Projects: func(context.Context, artifact.App) ([]string, error) {
+		return []string{"acme"}, nil
+	}}
+	app, addr := artifact.App{Org: "acme", Name: "hello"}, netip.MustParseAddr("10.0.3.17")
+	for range 3 {
+		if ok, err := l.Allowed(testCtx(t), app, addr); ok || err != nil {
+			t.Fatalf("%v %v", ok, err)
+		}
+	}
+	time.Sleep(30 * time.Millisecond)
+	if _, err := l.Allowed(testCtx(t), app, addr); err != nil {
+		t.Fatal(err)
+	}
+	if n := acme.count("leases"); n != 2 {
+		t.Errorf("%d lookups: want one, then one after the TTL", n)
 	}
 }
