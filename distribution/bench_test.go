@@ -5,7 +5,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -27,7 +26,7 @@ func (d *discard) Header() http.Header         { return d.h }
 func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discard) WriteHeader(int)             {}
 
-func setup(b testing.TB, indexSize int, authorize ...func(context.Context, artifact.App, netip.Addr) error) (*echo.Echo, string) {
+func setup(b testing.TB, indexSize int, auth ...distribution.Authorizer) (*echo.Echo, string) {
 	d, err := filesystem.New(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
@@ -43,14 +42,16 @@ func setup(b testing.TB, indexSize int, authorize ...func(context.Context, artif
 		b.Fatal(err)
 	}
 	e := echo.New()
-	cfg := distribution.Config{
-		Storage: d, Refs: cache.NewRefs(store, cache.RefsConfig{}), Indexes: cache.NewBlobs(64<<20, distribution.LoadIndex(d, 0), nil),
+	var p distribution.Protocol = &distribution.Repositories{
+		Storage: d, Refs: cache.NewRefs(store, cache.RefsConfig{}),
 		Clients: distribution.NewClientIndexes(distribution.ClientIndexConfig{}), // as `uplink serve` runs
 	}
-	if len(authorize) > 0 {
-		cfg.Authorize = authorize[0]
+	var authorizer distribution.Authorizer
+	if len(auth) > 0 {
+		authorizer = auth[0]
 	}
-	distribution.New(cfg).Register(e)
+	p = distribution.NewAccess(cache.NewIndexes(p, 64<<20, nil), nil, authorizer)
+	distribution.New(distribution.Config{Protocol: p}).Register(e)
 	return e, "/distribution/main/acme/hello/x86_64/APKINDEX.tar.gz"
 }
 

@@ -4,9 +4,6 @@ package distribution
 
 import (
 	"bytes"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,17 +11,15 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/uplinkhq/uplink/distribution/artifact"
-	"github.com/uplinkhq/uplink/distribution/cache"
 	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/storage"
 )
@@ -41,23 +36,8 @@ const RetryAfter = "5"
 
 // Config wires a Handler.
 type Config struct {
-	Storage storage.Getter
-	Refs    ref.Resolver
-	Indexes *cache.Blobs
-	// Allow, when not empty, admits only clients whose address is in one
-	// of these prefixes.
-	Allow []netip.Prefix
-	// Authorize, when set, decides per app whether a client may fetch
-	// (e.g. only instances leased an address in the app's Incus project).
-	// It returns ErrForbidden to refuse; any other error answers 503.
-	Authorize func(ctx context.Context, app artifact.App, client netip.Addr) error
-	// Clients, when set, remembers which commit's index each client got
-	// through a branch, and packages asked for through the branch come
-	// from that commit first.
-	Clients *ClientIndexes
-	// StorageTimeout bounds each storage wait of a response: to the first
-	// byte, then per read (DefaultStorageTimeout when zero).
-	StorageTimeout time.Duration
+	// Protocol answers the requests: Repositories, decorated.
+	Protocol Protocol
 	// MaxRanges bounds the ranges of one request, once coalesced
 	// (DefaultMaxRanges when zero); beyond it the whole file is answered.
 	MaxRanges  int
@@ -65,15 +45,20 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-// Handler serves /distribution/.
+// Handler serves /distribution/ and /keys/: it parses the path, admits
+// the client, asks the Protocol, and writes the headers and the body.
 type Handler struct {
 	cfg      Config
+	p        Protocol
 	log      *slog.Logger
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	bytes    *prometheus.CounterVec
 	aborted  *prometheus.CounterVec
 	series   sync.Map // requestLabels → prometheus.Counter
+	// lastModified holds formatted Last-Modified values by time: a ref's
+	// time is the same on every request until it moves.
+	lastModified *lru.Cache[int64, []string]
 }
 
 // New returns a Handler.
@@ -81,14 +66,13 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.StorageTimeout <= 0 {
-		cfg.StorageTimeout = DefaultStorageTimeout
-	}
 	if cfg.MaxRanges <= 0 {
 		cfg.MaxRanges = DefaultMaxRanges
 	}
+	lastModified, _ := lru.New[int64, []string](4096)
 	h := &Handler{
 		cfg: cfg,
+		p:   cfg.Protocol,
 		log: cfg.Logger,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "uplink_distribution_requests_total",
@@ -107,6 +91,7 @@ func New(cfg Config) *Handler {
 			Name: "uplink_distribution_aborted_total",
 			Help: "Responses aborted after their headers because storage failed mid-body, by file kind and reason (timeout, error): the client saw a cut connection.",
 		}, []string{"file", "reason"}),
+		lastModified: lastModified,
 	}
 	// Export zeros, so an alert on the rate works before the first abort.
 	for _, file := range []string{"index", "package"} {
@@ -142,18 +127,14 @@ var writers = sync.Pool{New: func() any { return new(responseWriter) }}
 func (h *Handler) Serve(c echo.Context) error {
 	start := time.Now()
 	rw := writers.Get().(*responseWriter)
-	*rw = responseWriter{ResponseWriter: c.Response().Writer}
+	*rw = responseWriter{Response: c.Response()}
 	fileKind, refKind := "invalid", ref.Kind("none")
 	defer func() {
-		status := rw.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		c.Response().Status, c.Response().Size, c.Response().Committed = status, rw.written, true
+		status := rw.Status
 		if rw.aborted {
 			status = codeAborted
 		}
-		h.observe(fileKind, refKind, status, rw.written, time.Since(start))
+		h.observe(fileKind, refKind, status, rw.Size, time.Since(start))
 		*rw = responseWriter{}
 		writers.Put(rw)
 	}()
@@ -162,7 +143,7 @@ func (h *Handler) Serve(c echo.Context) error {
 		// apk reuses a connection only when told so explicitly.
 		rw.Header()["Connection"] = hdrKeepAlive
 	}
-	addr, ok := h.admit(rw, c)
+	addr, ok := h.admit(rw, r)
 	if !ok {
 		return nil
 	}
@@ -173,25 +154,24 @@ func (h *Handler) Serve(c echo.Context) error {
 		plain(rw, pe.Status, pe.Reason)
 		return nil
 	}
-	if !h.authorized(rw, r, req.Application(), addr) {
+	req.Client = addr
+	res, err := h.p.Resolve(r.Context(), req)
+	if h.refused(rw, r, err) {
 		return nil
 	}
 	fileKind = "package"
 	if artifact.IsIndex(req.File) {
 		fileKind = "index"
 	}
-
-	ctx := r.Context()
-	res, err := h.cfg.Refs.Resolve(ctx, req.Application(), req.Ref)
 	if err != nil {
 		h.fail(rw, r, err, "unknown app or ref: "+req.Ref)
 		return nil
 	}
 	refKind = res.Kind
 	if fileKind == "index" {
-		h.serveIndex(rw, r, req, res, addr)
+		h.serveIndex(rw, r, req, res)
 	} else {
-		h.servePackage(rw, r, req, res, h.clientCommit(ctx, addr, req, res))
+		h.servePackage(rw, r, req, res)
 	}
 	return nil
 }
@@ -203,37 +183,11 @@ func cacheControl(res ref.Resolution) []string {
 	return hdrNoCache
 }
 
-// indexHeaders are an index response's headers for one resolution,
-// computed once and kept with the blob.
-type indexHeaders struct {
-	etag, length, commit, lastModified []string
-	modified                           time.Time
-}
-
-type indexHeadersKey struct {
-	commit   string
-	modified int64
-}
-
-func headersFor(blob *cache.Blob, res ref.Resolution) *indexHeaders {
-	k := indexHeadersKey{res.Commit, res.Modified.UnixNano()}
-	if v, ok := blob.Memo.Load(k); ok {
-		return v.(*indexHeaders)
-	}
-	ih := &indexHeaders{
-		etag: []string{blob.ETag}, length: []string{strconv.Itoa(len(blob.Data))}, commit: []string{res.Commit},
-		lastModified: []string{res.Modified.UTC().Format(http.TimeFormat)}, modified: res.Modified,
-	}
-	v, _ := blob.Memo.LoadOrStore(k, ih)
-	return v.(*indexHeaders)
-}
-
-func (h *Handler) serveIndex(w *responseWriter, r *http.Request, req Request, res ref.Resolution, client netip.Addr) {
-	key := cache.BlobKey{App: req.Application(), Commit: res.Commit, Arch: req.Arch, File: req.File}
-	blob, err := h.cfg.Indexes.Get(r.Context(), key)
-	if errors.Is(err, errTooLarge) {
-		if h.servePackage(w, r, req, res, "") == res.Commit {
-			h.received(r, req, res, client, w.status)
+func (h *Handler) serveIndex(w *responseWriter, r *http.Request, req Request, res ref.Resolution) {
+	idx, err := h.p.Index(r.Context(), req, res)
+	if errors.Is(err, ErrIndexTooLarge) {
+		if h.servePackage(w, r, req, res) == res.Commit {
+			h.received(r, req, res, w.Status)
 		}
 		return
 	}
@@ -241,69 +195,57 @@ func (h *Handler) serveIndex(w *responseWriter, r *http.Request, req Request, re
 		h.fail(w, r, err, "no "+req.Arch+" repository in commit "+res.Commit)
 		return
 	}
-	ih := headersFor(blob, res)
 	hdr := w.Header()
-	hdr["X-Uplink-Commit"] = ih.commit
+	hdr["X-Uplink-Commit"] = idx.commit
 	hdr["Cache-Control"] = cacheControl(res)
 	hdr["Content-Type"] = hdrGzip
-	hdr["Etag"] = ih.etag
+	hdr["Etag"] = idx.etag
 	// Last-Modified is when the ref moved to this commit, never the file's
 	// time: apk compares it with when it downloaded its copy.
 	if !simple(r) {
-		limitRanges(r, int64(len(blob.Data)), h.cfg.MaxRanges)
-		http.ServeContent(w, r, "", res.Modified, bytes.NewReader(blob.Data))
-		h.received(r, req, res, client, w.status)
+		limitRanges(r, int64(len(idx.Data)), h.cfg.MaxRanges)
+		http.ServeContent(w, r, "", res.Modified, bytes.NewReader(idx.Data))
+		h.received(r, req, res, w.Status)
 		return
 	}
-	hdr["Last-Modified"] = ih.lastModified
+	hdr["Last-Modified"] = h.lastModifiedHeader(res.Modified)
 	// Recorded before answering: the client's next request, for a package,
 	// may reach another replica right after.
-	if notModified(r, ih.modified) {
-		h.received(r, req, res, client, http.StatusNotModified)
+	if notModified(r, res.Modified) {
+		h.received(r, req, res, http.StatusNotModified)
 		delete(hdr, "Content-Type")
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	hdr["Content-Length"] = ih.length
-	h.received(r, req, res, client, http.StatusOK)
+	hdr["Content-Length"] = idx.length
+	h.received(r, req, res, http.StatusOK)
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
-		w.Write(blob.Data)
+		w.Write(idx.Data)
 	}
 }
 
-// received records the commit of an index a client got through a branch:
-// a 200, or a 304, which leaves the client with its copy of the branch's
-// current commit since a branch's move times strictly increase. A HEAD
-// gives the client no index.
-func (h *Handler) received(r *http.Request, req Request, res ref.Resolution, client netip.Addr, status int) {
-	if h.cfg.Clients == nil || res.Kind != ref.KindBranch || r.Method != http.MethodGet ||
+// received tells the Protocol that a client got an index: a 200, or a
+// 304, which leaves the client with its copy of the branch's current
+// commit since a branch's move times strictly increase. A HEAD gives the
+// client no index.
+func (h *Handler) received(r *http.Request, req Request, res ref.Resolution, status int) {
+	if res.Kind != ref.KindBranch || r.Method != http.MethodGet ||
 		(status != http.StatusOK && status != http.StatusNotModified) {
 		return
 	}
-	h.cfg.Clients.Received(r.Context(), client, req.Application(), req.Ref, res.Commit)
+	h.p.Received(r.Context(), req, res)
 }
 
-// clientCommit is the commit a package asked for through a branch is
-// served from first: the one whose index the client last received through
-// the branch, when that is not the current commit and is still within the
-// branch's fallback window (so a published build of this app's branch).
-func (h *Handler) clientCommit(ctx context.Context, client netip.Addr, req Request, res ref.Resolution) string {
-	c := h.cfg.Clients
-	// Without earlier commits, or when the branch moved longer ago than
-	// any client remembers, the current commit is every client's.
-	if c == nil || res.Kind != ref.KindBranch || len(res.Fallback) == 0 || time.Since(res.Modified) > c.Horizon() {
-		return ""
+// lastModifiedHeader formats t for Last-Modified, once per second of t.
+func (h *Handler) lastModifiedHeader(t time.Time) []string {
+	k := t.Unix()
+	if v, ok := h.lastModified.Get(k); ok {
+		return v
 	}
-	commit := c.Commit(ctx, client, req.Application(), req.Ref)
-	if commit == "" || commit == res.Commit {
-		return ""
-	}
-	if !slices.Contains(res.Fallback, commit) {
-		c.hitOutOfRange.Inc()
-		return ""
-	}
-	return commit
+	v := []string{t.UTC().Format(http.TimeFormat)}
+	h.lastModified.Add(k, v)
+	return v
 }
 
 // simple reports a request that needs no more than If-Modified-Since,
@@ -327,165 +269,94 @@ func notModified(r *http.Request, modified time.Time) bool {
 	return !modified.Truncate(time.Second).After(t)
 }
 
-var errTooLarge = errors.New("index too large to hold in memory")
-
-// LoadIndex reads an index into memory for the index cache. Storage has
-// timeout to answer, and as long again for each read after that
-// (DefaultStorageTimeout when zero); the cache answers the requests waiting
-// on a load that failed 503, while indexes already cached keep being
-// served.
-func LoadIndex(s storage.Getter, timeout time.Duration) cache.Loader {
-	if timeout <= 0 {
-		timeout = DefaultStorageTimeout
-	}
-	return func(ctx context.Context, key cache.BlobKey) (*cache.Blob, error) {
-		g := newGuard(ctx, timeout)
-		defer g.stop()
-		obj, err := g.open(s, key.String())
-		if err != nil {
-			return nil, err
-		}
-		defer obj.Close()
-		info := obj.Info()
-		if info.Size > MaxIndexSize {
-			return nil, errTooLarge
-		}
-		data := make([]byte, info.Size)
-		for n := 0; n < len(data); {
-			m, err := g.read(obj, data[n:])
-			n += m
-			if err == io.EOF && n < len(data) {
-				err = io.ErrUnexpectedEOF
-			}
-			if err != nil && err != io.EOF {
-				return nil, fmt.Errorf("reading %s: %w", key, err)
-			}
-		}
-		sum := sha256.Sum256(data)
-		return &cache.Blob{Data: data, ETag: `"` + hex.EncodeToString(sum[:16]) + `"`, ModTime: info.ModTime}, nil
-	}
-}
-
-// servePackage answers a file from first (when not empty, see
-// clientCommit), else from the current commit, else from the newest
-// earlier commit of the branch that has it. It returns the commit that
-// answered, "" if none did.
-//
-// Storage gets the storage timeout to the first byte (every Open of the
-// fallback chain and the first read together), which is read before the
-// headers so that storage that stops answering gets a 503, then the same
-// timeout per read; a failure after the headers aborts the response.
-func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, res ref.Resolution, first string) string {
-	g := newGuard(r.Context(), h.cfg.StorageTimeout)
-	defer g.stop()
-	app := req.Application()
-	var obj storage.Object
-	var err error
-	commit := first
-	if first != "" {
-		obj, err = g.open(h.cfg.Storage, artifact.Key(app, first, req.Arch, req.File))
-		if err == nil {
-			h.cfg.Clients.hitServed.Inc()
-		} else if storage.IsNotFound(err) {
-			h.cfg.Clients.hitMissing.Inc()
-		}
-	}
-	if first == "" || storage.IsNotFound(err) {
-		commit = res.Commit
-		obj, err = g.open(h.cfg.Storage, artifact.Key(app, commit, req.Arch, req.File))
-	}
-	// The branch moved between the client's index and this request: the
-	// package is still in an earlier commit of the branch.
-	for _, c := range res.Fallback {
-		if !storage.IsNotFound(err) {
-			break
-		}
-		if c == first {
-			continue
-		}
-		commit = c
-		obj, err = g.open(h.cfg.Storage, artifact.Key(app, commit, req.Arch, req.File))
-	}
+// servePackage answers a file the Protocol opens (see
+// Repositories.Package). It returns the commit that answered, "" if none
+// did. A failure after the headers aborts the response.
+func (h *Handler) servePackage(w *responseWriter, r *http.Request, req Request, res ref.Resolution) string {
 	notFound := "no " + req.Arch + "/" + req.File + " in commit " + res.Commit
+	pkg, err := h.p.Package(r.Context(), req, res)
 	if err != nil {
 		h.fail(w, r, err, notFound)
 		return ""
 	}
-	o := &guardedObject{g: g, obj: obj}
-	defer o.close()
-	info := obj.Info()
+	defer pkg.Close()
 	hdr := w.Header()
-	hdr["X-Uplink-Commit"] = []string{commit}
+	hdr["X-Uplink-Commit"] = []string{pkg.Commit}
 	hdr["Cache-Control"] = cacheControl(res)
 	hdr["Content-Type"] = hdrOctets
-	hdr["Etag"] = []string{strconv.Quote(commit[:12] + "-" + info.ETag)}
-	limitRanges(r, info.Size, h.cfg.MaxRanges)
-	if f, ok := obj.(interface{ File() *os.File }); ok {
-		// A local file, sent by sendfile: no remote storage to wait on.
-		g.stop()
-		http.ServeContent(w, r, "", info.ModTime, f.File()) // net/http uses sendfile
-		return commit
+	hdr["Etag"] = []string{pkg.ETag}
+	limitRanges(r, pkg.Size, h.cfg.MaxRanges)
+	if f := pkg.File(); f != nil {
+		http.ServeContent(w, r, "", pkg.ModTime, f) // net/http uses sendfile
+		return pkg.Commit
 	}
 	if !simple(r) {
-		http.ServeContent(w, r, "", info.ModTime, o)
-		if err := o.failed(); err != nil && r.Context().Err() == nil {
-			if w.status == 0 {
+		http.ServeContent(w, r, "", pkg.ModTime, pkg)
+		if err := pkg.Err(); err != nil && r.Context().Err() == nil {
+			if !w.Committed {
 				h.fail(w, r, err, notFound)
 				return ""
 			}
 			h.abort(w, r, req, err)
 		}
-		return commit
+		return pkg.Commit
 	}
-	// A remote object: copied with a larger buffer than io.Copy's, which
-	// halves the read and write system calls per package.
+	return h.copyPackage(w, r, req, pkg, notFound)
+}
+
+// copyPackage answers a remote object to a simple request. The first
+// byte is read before the headers, so that storage that stops answering
+// gets a 503. The copy has a larger buffer than io.Copy's, which halves
+// the read and write system calls per package.
+func (h *Handler) copyPackage(w *responseWriter, r *http.Request, req Request, pkg *Package, notFound string) string {
+	hdr := w.Header()
 	hdr["Accept-Ranges"] = hdrBytes
-	hdr["Last-Modified"] = []string{info.ModTime.UTC().Format(http.TimeFormat)}
-	if notModified(r, info.ModTime) {
+	hdr["Last-Modified"] = h.lastModifiedHeader(pkg.ModTime)
+	if notModified(r, pkg.ModTime) {
 		delete(hdr, "Content-Type")
 		w.WriteHeader(http.StatusNotModified)
-		return commit
+		return pkg.Commit
 	}
 	var buf []byte
 	n, rerr := 0, error(nil)
-	if r.Method != http.MethodHead && info.Size > 0 {
+	if r.Method != http.MethodHead && pkg.Size > 0 {
 		b := copyBuffers.Get().(*[]byte)
 		defer copyBuffers.Put(b)
 		buf = *b
 		for n == 0 && rerr == nil {
-			n, rerr = o.Read(buf)
+			n, rerr = pkg.Read(buf)
 		}
 		if rerr != nil && rerr != io.EOF {
 			h.fail(w, r, rerr, notFound)
 			return ""
 		}
 	}
-	hdr["Content-Length"] = []string{strconv.FormatInt(info.Size, 10)}
+	hdr["Content-Length"] = []string{strconv.FormatInt(pkg.Size, 10)}
 	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead || info.Size == 0 {
-		return commit
+	if r.Method == http.MethodHead || pkg.Size == 0 {
+		return pkg.Commit
 	}
 	sent := int64(0)
 	for {
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
-				return commit // the client went away or stopped reading
+				return pkg.Commit // the client went away or stopped reading
 			}
 			sent += int64(n)
 		}
 		if rerr != nil {
 			break
 		}
-		n, rerr = o.Read(buf)
+		n, rerr = pkg.Read(buf)
 	}
-	if rerr == io.EOF && sent == info.Size || r.Context().Err() != nil {
-		return commit
+	if rerr == io.EOF && sent == pkg.Size || r.Context().Err() != nil {
+		return pkg.Commit
 	}
 	if rerr == io.EOF {
-		rerr = fmt.Errorf("storage: %w after %d of %d bytes", io.ErrUnexpectedEOF, sent, info.Size)
+		rerr = fmt.Errorf("storage: %w after %d of %d bytes", io.ErrUnexpectedEOF, sent, pkg.Size)
 	}
 	h.abort(w, r, req, rerr)
-	return commit
+	return pkg.Commit
 }
 
 // CopyBuffer is the buffer size of package copies from remote storage:
@@ -496,6 +367,9 @@ var copyBuffers = sync.Pool{New: func() any { b := make([]byte, CopyBuffer); ret
 
 // fail answers 404 for what does not exist and 503 when storage cannot say.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error, notFound string) {
+	if h.refused(w, r, err) {
+		return
+	}
 	if errors.Is(err, ref.ErrNotFound) || storage.IsNotFound(err) {
 		plain(w, http.StatusNotFound, notFound)
 		return
@@ -507,6 +381,25 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error, notFou
 		"timeout", errors.Is(err, ErrStorageTimeout), "err", err)
 	w.Header().Set("Retry-After", RetryAfter)
 	plain(w, http.StatusServiceUnavailable, "storage unavailable, try again later")
+}
+
+// refused answers an access check's refusal 403, and 503 when it cannot
+// tell; it reports whether err was one.
+func (h *Handler) refused(w http.ResponseWriter, r *http.Request, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, ErrUndecided):
+		client, _ := clientAddr(r)
+		h.log.Error("distribution: cannot decide access", "path", r.URL.Path, "client", client.String(), "err", err)
+		w.Header().Set("Retry-After", RetryAfter)
+		plain(w, http.StatusServiceUnavailable, "cannot check access now, try again later")
+	case errors.Is(err, ErrForbidden):
+		plain(w, http.StatusForbidden, "forbidden")
+	default:
+		return false
+	}
+	return true
 }
 
 // abort ends a response whose headers are sent when storage fails
@@ -526,7 +419,7 @@ func (h *Handler) abort(w *responseWriter, r *http.Request, req Request, err err
 	}
 	h.aborted.WithLabelValues(file, reason).Inc()
 	h.log.Error("distribution: storage failed mid-body, response aborted", "id", requestID(w, r),
-		"method", r.Method, "path", r.URL.Path, "sent", w.written, "reason", reason, "err", err)
+		"method", r.Method, "path", r.URL.Path, "sent", w.Size, "reason", reason, "err", err)
 	w.aborted = true
 	panic(http.ErrAbortHandler)
 }
@@ -542,46 +435,24 @@ func requestID(w http.ResponseWriter, r *http.Request) string {
 
 // admit answers what every request of this listener is refused for
 // before its path is read: a method other than GET or HEAD, an address
-// outside the allow-list. It returns the client's address.
-func (h *Handler) admit(w http.ResponseWriter, c echo.Context) (netip.Addr, bool) {
-	if m := c.Request().Method; m != http.MethodGet && m != http.MethodHead {
+// the Protocol does not admit. It returns the client's address.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request) (netip.Addr, bool) {
+	if m := r.Method; m != http.MethodGet && m != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		plain(w, http.StatusMethodNotAllowed, "method not allowed")
 		return netip.Addr{}, false
 	}
-	addr, ok := h.allowed(c)
-	if !ok {
+	addr, ok := clientAddr(r)
+	if !ok || h.p.Admit(addr) != nil {
 		plain(w, http.StatusForbidden, "forbidden")
+		return addr, false
 	}
-	return addr, ok
+	return addr, true
 }
 
-// authorized asks Config.Authorize whether client may fetch app's files,
-// answering 403 for a refusal and 503 when it cannot tell.
-func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, app artifact.App, client netip.Addr) bool {
-	if h.cfg.Authorize == nil {
-		return true
-	}
-	err := h.cfg.Authorize(r.Context(), app, client)
-	if errors.Is(err, ErrForbidden) {
-		plain(w, http.StatusForbidden, "forbidden")
-		return false
-	}
-	if err != nil {
-		h.log.Error("distribution: cannot decide access", "path", r.URL.Path, "client", client.String(), "err", err)
-		w.Header().Set("Retry-After", RetryAfter)
-		plain(w, http.StatusServiceUnavailable, "cannot check access now, try again later")
-		return false
-	}
-	return true
-}
-
-// ErrForbidden is what Config.Authorize returns to refuse a client.
-var ErrForbidden = errors.New("forbidden")
-
-// allowed checks the client's address against the allow-list.
-func (h *Handler) allowed(c echo.Context) (netip.Addr, bool) {
-	host, _, err := net.SplitHostPort(c.Request().RemoteAddr)
+// clientAddr is the address the request came from.
+func clientAddr(r *http.Request) (netip.Addr, bool) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return netip.Addr{}, false
 	}
@@ -589,16 +460,7 @@ func (h *Handler) allowed(c echo.Context) (netip.Addr, bool) {
 	if err != nil {
 		return netip.Addr{}, false
 	}
-	addr = addr.Unmap()
-	if len(h.cfg.Allow) == 0 {
-		return addr, true
-	}
-	for _, p := range h.cfg.Allow {
-		if p.Contains(addr) {
-			return addr, true
-		}
-	}
-	return addr, false
+	return addr.Unmap(), true
 }
 
 func plain(w http.ResponseWriter, status int, msg string) {
@@ -612,12 +474,11 @@ func plain(w http.ResponseWriter, status int, msg string) {
 	io.WriteString(w, msg+"\n")
 }
 
-// responseWriter records the status and body size while keeping the
-// underlying writer's ReadFrom, which is what gives sendfile.
+// responseWriter is Echo's response, so that Echo and its middleware see
+// the status and size as usual, with a ReadFrom: Echo's has none, and
+// net/http's is what gives sendfile.
 type responseWriter struct {
-	http.ResponseWriter
-	status  int
-	written int64
+	*echo.Response
 	aborted bool // cut after the headers (Handler.abort)
 }
 
@@ -625,39 +486,18 @@ type responseWriter struct {
 // counted as code "aborted", never as the 200 its headers said.
 const codeAborted = -1
 
-func (w *responseWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *responseWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(b)
-	w.written += int64(n)
-	return n, err
-}
-
 func (w *responseWriter) ReadFrom(src io.Reader) (int64, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
+	rf, ok := w.Writer.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(struct{ io.Writer }{w.Response}, src)
 	}
-	var n int64
-	var err error
-	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(src)
-	} else {
-		n, err = io.Copy(w.ResponseWriter, src)
+	if !w.Committed {
+		w.WriteHeader(http.StatusOK)
 	}
-	w.written += n
+	n, err := rf.ReadFrom(src)
+	w.Size += n // what Echo's Write would have counted
 	return n, err
 }
-
-// Unwrap lets http.ResponseController reach the connection.
-func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 type requestLabels struct {
 	file string

@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -304,13 +303,13 @@ func (k *Keys) Trusted(ctx context.Context, app artifact.App) (map[string]*rsa.P
 //
 // so that `wget -P /etc/apk/keys http://uplink:4080/keys/<org>/<app>/<name>`
 // installs a key under the name apk looks it up by.
-func (h *Handler) RegisterKeys(e *echo.Echo, keys *Keys) {
-	e.Any(KeysPrefix+"*", func(c echo.Context) error { return h.serveKey(c, keys) })
+func (h *Handler) RegisterKeys(e *echo.Echo) {
+	e.Any(KeysPrefix+"*", h.serveKey)
 }
 
-func (h *Handler) serveKey(c echo.Context, keys *Keys) error {
+func (h *Handler) serveKey(c echo.Context) error {
 	w, r := c.Response(), c.Request()
-	addr, ok := h.admit(w, c)
+	addr, ok := h.admit(w, r)
 	if !ok {
 		return nil
 	}
@@ -319,17 +318,8 @@ func (h *Handler) serveKey(c echo.Context, keys *Keys) error {
 		plain(w, http.StatusBadRequest, err.Error())
 		return nil
 	}
-	ctx := r.Context()
-	if !h.authorized(w, r, app, addr) {
-		return nil
-	}
-	sctx, cancel := context.WithTimeout(ctx, h.cfg.StorageTimeout)
-	s, found, err := keys.Settings(sctx, app)
-	cancel()
+	s, found, err := h.p.Keys(r.Context(), app, addr)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			err = fmt.Errorf("%w: %w", ErrStorageTimeout, err)
-		}
 		h.fail(w, r, err, "")
 		return nil
 	}

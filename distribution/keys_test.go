@@ -1,7 +1,6 @@
 package distribution_test
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -183,7 +182,8 @@ func serveKeys(t *testing.T, allow ...netip.Prefix) (*echo.Echo, *distribution.K
 	t.Helper()
 	keys := distribution.NewKeys(newStore(t))
 	e := echo.New()
-	distribution.New(distribution.Config{Allow: allow}).RegisterKeys(e, keys)
+	p := &distribution.Repositories{KeyStore: keys}
+	distribution.New(distribution.Config{Protocol: distribution.NewAccess(p, allow, nil)}).RegisterKeys(e)
 	return e, keys
 }
 
@@ -244,20 +244,17 @@ func TestServeKeys(t *testing.T) {
 	}
 	// So does the per-app check (Incus leases): refused is 403, unable
 	// to decide 503, and it is asked about the right app and client.
-	var verdict error
-	var asked artifact.App
+	auth := &authorizer{}
 	e3 := echo.New()
-	distribution.New(distribution.Config{Authorize: func(_ context.Context, app artifact.App, _ netip.Addr) error {
-		asked = app
-		return verdict
-	}}).RegisterKeys(e3, keys)
+	p := distribution.NewAccess(&distribution.Repositories{KeyStore: keys}, nil, auth)
+	distribution.New(distribution.Config{Protocol: p}).RegisterKeys(e3)
 	for _, tc := range []struct {
-		verdict error
+		verdict verdict
 		status  int
-	}{{nil, http.StatusOK}, {distribution.ErrForbidden, http.StatusForbidden}, {errors.New("incus down"), http.StatusServiceUnavailable}} {
-		verdict = tc.verdict
-		if w := fetch(e3, http.MethodGet, "/keys/acme/hello/"+alpineKey); w.Code != tc.status || asked != acme {
-			t.Errorf("authorize %v: %d for %v, want %d", tc.verdict, w.Code, asked, tc.status)
+	}{{allow, http.StatusOK}, {refuse, http.StatusForbidden}, {undecided, http.StatusServiceUnavailable}} {
+		auth.verdict = tc.verdict
+		if w := fetch(e3, http.MethodGet, "/keys/acme/hello/"+alpineKey); w.Code != tc.status || auth.app != acme {
+			t.Errorf("authorize %v: %d for %v, want %d", tc.verdict, w.Code, auth.app, tc.status)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package distribution
 
 import (
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -12,9 +13,12 @@ import (
 // MaxPathLength bounds the escaped path after /distribution/.
 const MaxPathLength = 2048
 
-// Request is a parsed distribution path.
+// Request is a parsed distribution path, and who asks for it.
 type Request struct {
 	Ref, Org, App, Arch, File string
+	// Client is the address the request came from (set by the handler):
+	// what the client-index fallback and the access checks go by.
+	Client netip.Addr
 }
 
 // Application returns the requested app.

@@ -84,18 +84,19 @@ func newS3Env(t *testing.T, timeout time.Duration, pkgSize int) *s3Env {
 		env.commits = append(env.commits, commit)
 	}
 
+	repos := &distribution.Repositories{
+		Storage: served, Refs: cache.NewRefs(store, cache.RefsConfig{LoadTimeout: timeout}), KeyStore: distribution.NewKeys(direct),
+		Clients: distribution.NewClientIndexes(distribution.ClientIndexConfig{}), Timeout: timeout,
+	}
 	h := distribution.New(distribution.Config{
-		Storage: served,
-		Refs:    cache.NewRefs(store, cache.RefsConfig{LoadTimeout: timeout}),
-		Indexes: cache.NewBlobs(64<<20, distribution.LoadIndex(served, timeout), nil),
-		Clients: distribution.NewClientIndexes(distribution.ClientIndexConfig{}), StorageTimeout: timeout,
-		Logger: slog.New(slog.NewTextHandler(env.logs, nil)), Registerer: env.reg,
+		Protocol: distribution.NewAccess(cache.NewIndexes(repos, 64<<20, nil), nil, nil),
+		Logger:   slog.New(slog.NewTextHandler(env.logs, nil)), Registerer: env.reg,
 	})
 	e := echo.New()
 	e.Use(middleware.RequestID())
 	e.Use(middleware.Recover())
 	h.Register(e)
-	h.RegisterKeys(e, distribution.NewKeys(direct))
+	h.RegisterKeys(e)
 	env.srv = httptest.NewServer(e)
 	t.Cleanup(env.srv.Close)
 	return env

@@ -129,7 +129,7 @@ func (v *Validator) Validate(ctx context.Context, app artifact.App, commit strin
 	var wanted []wantedFile
 	for _, arch := range archs {
 		raw, err := v.readIndex(ctx, prefix+arch+"/"+artifact.IndexFile)
-		if errors.Is(err, errTooLarge) {
+		if errors.Is(err, ErrIndexTooLarge) {
 			problems = append(problems, Problem{arch, arch + "/" + artifact.IndexFile, ProblemIndex, fmt.Sprintf("larger than %d bytes", MaxIndexSize)})
 			continue
 		}
@@ -258,14 +258,14 @@ func (v *Validator) readIndex(ctx context.Context, key string) ([]byte, error) {
 	}
 	defer obj.Close()
 	if obj.Info().Size > MaxIndexSize {
-		return nil, errTooLarge
+		return nil, ErrIndexTooLarge
 	}
 	b, err := io.ReadAll(io.LimitReader(obj, MaxIndexSize+1))
 	if err != nil {
 		return nil, err
 	}
 	if len(b) > MaxIndexSize {
-		return nil, errTooLarge
+		return nil, ErrIndexTooLarge
 	}
 	return b, nil
 }

@@ -1,50 +1,39 @@
 package cache
 
 import (
-	"container/list"
 	"context"
+	"math"
 	"sync"
-	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/distribution/ref"
 )
 
-// Blob is an immutable object held in memory, with what serving it needs.
-type Blob struct {
-	Data    []byte
-	ETag    string // quoted, ready for the header
-	ModTime time.Time
-	// Memo is the serving layer's: what it derives from the blob (headers)
-	// lives and dies with it.
-	Memo sync.Map
-}
-
-// BlobKey names an artifact file of a commit.
-type BlobKey struct {
+// IndexKey names an index file of a commit.
+type IndexKey struct {
 	App          artifact.App
 	Commit, Arch string
 	File         string
 }
 
-func (k BlobKey) String() string { return artifact.Key(k.App, k.Commit, k.Arch, k.File) }
+func (k IndexKey) String() string { return artifact.Key(k.App, k.Commit, k.Arch, k.File) }
 
-// Loader reads a blob from storage.
-type Loader func(ctx context.Context, key BlobKey) (*Blob, error)
+// Indexes is the index cache, a decorator of a distribution.Protocol: a
+// byte-bounded LRU of the indexes of published commits, each read once
+// however many requests ask at the same time. Nothing in it is ever
+// invalidated: the bytes under a published commit never change.
+type Indexes struct {
+	distribution.Protocol
+	max int64
 
-// Blobs is a byte-bounded LRU of immutable objects (the indexes of
-// published commits). Nothing in it is ever invalidated: the bytes under a
-// published commit never change.
-type Blobs struct {
-	max  int64
-	load Loader
-
-	mu    sync.Mutex
-	ll    *list.List // front = most recently used
-	items map[BlobKey]*list.Element
-	size  int64
+	mu   sync.Mutex
+	lru  *simplelru.LRU[IndexKey, *distribution.Index]
+	size int64 // bytes held; kept by add and the eviction callback
 
 	sf           singleflight.Group
 	lookups      *prometheus.CounterVec
@@ -52,18 +41,11 @@ type Blobs struct {
 	bytes        prometheus.Gauge
 }
 
-type blobItem struct {
-	key  BlobKey
-	blob *Blob
-}
-
-// NewBlobs returns a cache holding at most maxBytes of data, read by load.
-func NewBlobs(maxBytes int64, load Loader, reg prometheus.Registerer) *Blobs {
-	b := &Blobs{
-		max:   maxBytes,
-		load:  load,
-		ll:    list.New(),
-		items: map[BlobKey]*list.Element{},
+// NewIndexes caches at most maxBytes of inner's indexes.
+func NewIndexes(inner distribution.Protocol, maxBytes int64, reg prometheus.Registerer) *Indexes {
+	c := &Indexes{
+		Protocol: inner,
+		max:      maxBytes,
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "uplink_index_cache_lookups_total",
 			Help: "Index lookups in the in-memory cache by result (hit, miss).",
@@ -73,32 +55,39 @@ func NewBlobs(maxBytes int64, load Loader, reg prometheus.Registerer) *Blobs {
 			Help: "Bytes of index data held in memory.",
 		}),
 	}
-	b.hits, b.misses = b.lookups.WithLabelValues("hit"), b.lookups.WithLabelValues("miss")
+	// Bounded by bytes, not by count.
+	c.lru, _ = simplelru.NewLRU(math.MaxInt, func(_ IndexKey, idx *distribution.Index) {
+		c.size -= int64(len(idx.Data))
+	})
+	c.hits, c.misses = c.lookups.WithLabelValues("hit"), c.lookups.WithLabelValues("miss")
 	if reg != nil {
-		reg.MustRegister(b.lookups, b.bytes)
+		reg.MustRegister(c.lookups, c.bytes)
 	}
-	return b
+	return c
 }
 
-// Get returns the blob under key, loading it once however many callers
-// ask at the same time. The load runs detached from any one caller's
-// context, so a caller that gives up does not fail the others.
-func (b *Blobs) Get(ctx context.Context, key BlobKey) (*Blob, error) {
-	if blob := b.lookup(key); blob != nil {
-		b.hits.Inc()
-		return blob, nil
+// Index answers from memory, else asks the inner Protocol once for all
+// the callers waiting on the same index. The load runs detached from any
+// one caller's context, so a caller that gives up does not fail the
+// others; a failed load is not kept, and answers every caller waiting on
+// it.
+func (c *Indexes) Index(ctx context.Context, req distribution.Request, res ref.Resolution) (*distribution.Index, error) {
+	key := IndexKey{App: req.Application(), Commit: res.Commit, Arch: req.Arch, File: req.File}
+	if idx := c.lookup(key); idx != nil {
+		c.hits.Inc()
+		return idx, nil
 	}
-	b.misses.Inc()
-	ch := b.sf.DoChan(key.String(), func() (any, error) {
-		if blob := b.lookup(key); blob != nil {
-			return blob, nil
+	c.misses.Inc()
+	ch := c.sf.DoChan(key.String(), func() (any, error) {
+		if idx := c.lookup(key); idx != nil {
+			return idx, nil
 		}
-		blob, err := b.load(context.WithoutCancel(ctx), key)
+		idx, err := c.Protocol.Index(context.WithoutCancel(ctx), req, res)
 		if err != nil {
 			return nil, err
 		}
-		b.add(key, blob)
-		return blob, nil
+		c.add(key, idx)
+		return idx, nil
 	})
 	select {
 	case <-ctx.Done():
@@ -107,38 +96,31 @@ func (b *Blobs) Get(ctx context.Context, key BlobKey) (*Blob, error) {
 		if r.Err != nil {
 			return nil, r.Err
 		}
-		return r.Val.(*Blob), nil
+		return r.Val.(*distribution.Index), nil
 	}
 }
 
-func (b *Blobs) lookup(key BlobKey) *Blob {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if el, ok := b.items[key]; ok {
-		b.ll.MoveToFront(el)
-		return el.Value.(*blobItem).blob
-	}
-	return nil
+func (c *Indexes) lookup(key IndexKey) *distribution.Index {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	idx, _ := c.lru.Get(key)
+	return idx
 }
 
-func (b *Blobs) add(key BlobKey, blob *Blob) {
-	n := int64(len(blob.Data))
-	if n > b.max {
+func (c *Indexes) add(key IndexKey, idx *distribution.Index) {
+	n := int64(len(idx.Data))
+	if n > c.max {
 		return
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if _, ok := b.items[key]; ok {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lru.Contains(key) {
 		return
 	}
-	b.items[key] = b.ll.PushFront(&blobItem{key, blob})
-	b.size += n
-	for b.size > b.max {
-		el := b.ll.Back()
-		it := el.Value.(*blobItem)
-		b.ll.Remove(el)
-		delete(b.items, it.key)
-		b.size -= int64(len(it.blob.Data))
+	c.lru.Add(key, idx)
+	c.size += n
+	for c.size > c.max {
+		c.lru.RemoveOldest()
 	}
-	b.bytes.Set(float64(b.size))
+	c.bytes.Set(float64(c.size))
 }

@@ -29,7 +29,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/uplinkhq/uplink/distribution"
-	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/cache"
 	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/instance"

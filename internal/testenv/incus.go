@@ -189,56 +189,25 @@ func startDaemon(kind daemonKind) (*Incus, error) {
 		ImageAlias: incusimage.Alias,
 	}
 	d.client = unixClient(d.Socket)
-	begin := time.Now()
-	cmd, err := d.launch(kind, bin, env)
-	if err != nil {
-		return nil, err
-	}
-	fail := func(format string, args ...any) (*Incus, error) {
-		msg := fmt.Sprintf(format, args...)
-		shown := slices.DeleteFunc(slices.Clone(env), func(e string) bool { return strings.HasPrefix(e, "PATH=") })
-		err := fmt.Errorf("%s\ncommand: %s %s=%s %s\ndaemon log (%s):\n%s", msg, strings.Join(shown, " "), kind.dirEnv, dir, strings.Join(cmd.Args, " "), d.Log, d.logTail())
-		d.teardown(d.proc)
-		return nil, err
-	}
-	srv, err := d.waitAPI(kind.name, cmd)
-	if err != nil {
-		return fail("%v", err)
-	}
-	d.StartupTime = time.Since(begin)
-	d.Version = srv.Environment.ServerVersion
-	if srv.Environment.Server != "" {
-		d.Kind = srv.Environment.Server
-	}
 
-	begin = time.Now()
-	if err := d.setup(); err != nil {
-		return fail("set-up: %v", err)
-	}
-	d.SetupTime = time.Since(begin)
-	return d, nil
-}
-
-// launch starts the daemon process and its reaper, and registers d for
-// StopDaemons.
-func (d *Incus) launch(kind daemonKind, bin string, env []string) (*exec.Cmd, error) {
 	// stdout/stderr go to a file, not a pipe: a Go daemon writing to a
 	// broken pipe after the test binary exits would die of SIGPIPE before
 	// the reaper could stop its instances.
-	out, err := os.Create(filepath.Join(d.Dir, kind.name+".out"))
+	out, err := os.Create(filepath.Join(dir, kind.name+".out"))
 	if err != nil {
 		return nil, err
 	}
 	defer out.Close()
 	cmd := exec.Command(bin, "--group", "root", "--logfile", d.Log)
-	cmd.Env = append(os.Environ(), kind.dirEnv+"="+d.Dir)
+	cmd.Env = append(os.Environ(), kind.dirEnv+"="+dir)
 	cmd.Env = append(cmd.Env, env...)
-	cmd.Dir = d.Dir
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own session: a ^C to `go test` must not kill it before the reaper ran.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	begin := time.Now()
 	if err := cmd.Start(); err != nil {
-		os.RemoveAll(d.Dir)
+		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	d.pid = cmd.Process.Pid
@@ -254,11 +223,16 @@ func (d *Incus) launch(kind daemonKind, bin string, env []string) (*exec.Cmd, er
 	daemonsMu.Lock()
 	daemons = append(daemons, d)
 	daemonsMu.Unlock()
-	return cmd, nil
-}
 
-// waitAPI waits up to a minute for the daemon to answer GET /1.0.
-func (d *Incus) waitAPI(name string, cmd *exec.Cmd) (serverInfo, error) {
+	fail := func(format string, args ...any) (*Incus, error) {
+		msg := fmt.Sprintf(format, args...)
+		shown := slices.DeleteFunc(slices.Clone(env), func(e string) bool { return strings.HasPrefix(e, "PATH=") })
+		err := fmt.Errorf("%s\ncommand: %s %s=%s %s\ndaemon log (%s):\n%s", msg, strings.Join(shown, " "), kind.dirEnv, dir, strings.Join(cmd.Args, " "), d.Log, d.logTail())
+		d.teardown(d.proc)
+		return nil, err
+	}
+
+	// Wait for the API.
 	var srv serverInfo
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -269,16 +243,28 @@ func (d *Incus) waitAPI(name string, cmd *exec.Cmd) (serverInfo, error) {
 			err = json.Unmarshal(resp.Metadata, &srv)
 		}
 		if err == nil {
-			return srv, nil
+			break
 		}
 		if d.proc.exited() {
-			return srv, fmt.Errorf("%s exited during start-up: %v", name, cmd.ProcessState)
+			return fail("%s exited during start-up: %v", kind.name, cmd.ProcessState)
 		}
 		if time.Now().After(deadline) {
-			return srv, fmt.Errorf("%s not ready after 60s: %v", name, err)
+			return fail("%s not ready after 60s: %v", kind.name, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	d.StartupTime = time.Since(begin)
+	d.Version = srv.Environment.ServerVersion
+	if srv.Environment.Server != "" {
+		d.Kind = srv.Environment.Server
+	}
+
+	begin = time.Now()
+	if err := d.setup(); err != nil {
+		return fail("set-up: %v", err)
+	}
+	d.SetupTime = time.Since(begin)
+	return d, nil
 }
 
 type serverInfo struct {
@@ -305,17 +291,7 @@ func (d *Incus) setup() error {
 	if _, err := d.Do(ctx, http.MethodPatch, "/1.0/profiles/default", root); err != nil {
 		return fmt.Errorf("default profile: %w", err)
 	}
-	if err := d.importImage(ctx); err != nil {
-		return err
-	}
-	if err := d.enableHTTPS(ctx); err != nil {
-		return err
-	}
-	return d.checkHTTPS()
-}
 
-// importImage imports the test image under d.ImageAlias.
-func (d *Incus) importImage(ctx context.Context) error {
 	tarball, err := incusimage.Image()
 	if err != nil {
 		return err
@@ -334,12 +310,8 @@ func (d *Incus) importImage(ctx context.Context) error {
 	if _, err := d.Do(ctx, http.MethodPost, "/1.0/images/aliases", map[string]string{"name": d.ImageAlias, "target": meta.Fingerprint}); err != nil {
 		return fmt.Errorf("image alias: %w", err)
 	}
-	return nil
-}
 
-// enableHTTPS listens on a free local port and trusts a new client
-// certificate.
-func (d *Incus) enableHTTPS(ctx context.Context) error {
+	// HTTPS with a trusted client certificate.
 	port := 0
 	if l, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
 		port = l.Addr().(*net.TCPAddr).Port
@@ -370,12 +342,8 @@ func (d *Incus) enableHTTPS(ctx context.Context) error {
 		return err
 	}
 	d.ServerCert = []byte(srv.Environment.Certificate)
-	return nil
-}
 
-// checkHTTPS checks the HTTPS side end to end: the client must be
-// trusted.
-func (d *Incus) checkHTTPS() error {
+	// Check the HTTPS side end to end: the client must be trusted.
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: d.TLSConfig()}, Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
 	var lastErr error
@@ -386,7 +354,6 @@ func (d *Incus) checkHTTPS() error {
 			continue
 		}
 		var env Response
-		var srv serverInfo
 		err = json.NewDecoder(r.Body).Decode(&env)
 		r.Body.Close()
 		if err == nil {
