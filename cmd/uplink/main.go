@@ -42,28 +42,28 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
+// commands are the subcommands of uplink, each given its arguments and
+// where to write.
+var commands = map[string]func(args []string, stdout, stderr io.Writer) int{
+	"serve":         func(args []string, _, _ io.Writer) int { return serve(args) },
+	"publish":       cmdPublish,
+	"builds":        cmdBuilds,
+	"keys":          cmdKeys,
+	"installations": cmdInstallations,
+	"channel":       cmdChannel,
+	"ops":           cmdOps,
+	"history":       cmdHistory,
+}
+
 func run(args []string) int {
 	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, usage)
 		return 2
 	}
+	if cmd, ok := commands[args[0]]; ok {
+		return cmd(args[1:], os.Stdout, os.Stderr)
+	}
 	switch args[0] {
-	case "serve":
-		return serve(args[1:])
-	case "publish":
-		return cmdPublish(args[1:], os.Stdout, os.Stderr)
-	case "builds":
-		return cmdBuilds(args[1:], os.Stdout, os.Stderr)
-	case "keys":
-		return cmdKeys(args[1:], os.Stdout, os.Stderr)
-	case "installations":
-		return cmdInstallations(args[1:], os.Stdout, os.Stderr)
-	case "channel":
-		return cmdChannel(args[1:], os.Stdout, os.Stderr)
-	case "ops":
-		return cmdOps(args[1:], os.Stdout, os.Stderr)
-	case "history":
-		return cmdHistory(args[1:], os.Stdout, os.Stderr)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0
