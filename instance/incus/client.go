@@ -1,17 +1,15 @@
-// Package instance manages the Incus (or LXD) containers that run an
-// installation. This file and the incus*.go files hold a small REST client
-// named after the official Incus Go client (github.com/lxc/incus/client),
-// which we cannot depend on. Unlike the official client, every blocking
-// method takes a context.Context as its first argument.
+// Package incus is a small REST client of Incus (and LXD), named after the
+// official Go client (github.com/lxc/incus/client), which we cannot depend
+// on, and trimmed to the calls uplink makes (see rollout.Client). Unlike
+// the official client, every blocking method takes a context.Context as
+// its first argument.
 package incus
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -22,7 +20,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // Dialect tells which daemon answers: the API is the same, a few details
@@ -45,17 +42,7 @@ type ConnectionArgs struct {
 	// expected server name.
 	TLSServerCert string
 
-	// TLSServerFingerprint pins the SHA-256 of the server certificate's
-	// DER (what GET /1.0 reports as environment.certificate_fingerprint),
-	// with or without colons, instead of TLSServerCert. Not in the
-	// official client.
-	TLSServerFingerprint string
-
-	// TLSCA verifies the server against a CA instead (PKI mode).
-	TLSCA string
-
-	InsecureSkipVerify bool
-	UserAgent          string
+	UserAgent string
 }
 
 // ProtocolIncus is a connection to an Incus or LXD server. It is safe for
@@ -152,22 +139,13 @@ func (c *ProtocolIncus) connect(ctx context.Context) error {
 }
 
 func tlsConfig(args *ConnectionArgs) (*tls.Config, error) {
-	cfg := &tls.Config{
-		MinVersion:         tls.VersionTLS13, // the daemons refuse anything older
-		InsecureSkipVerify: args.InsecureSkipVerify,
-	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13} // the daemons refuse anything older
 	if args.TLSClientCert != "" || args.TLSClientKey != "" {
 		cert, err := tls.X509KeyPair([]byte(args.TLSClientCert), []byte(args.TLSClientKey))
 		if err != nil {
 			return nil, fmt.Errorf("incus: client certificate: %w", err)
 		}
 		cfg.Certificates = []tls.Certificate{cert}
-	}
-	if args.TLSCA != "" {
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM([]byte(args.TLSCA)) {
-			return nil, errors.New("incus: no certificate in TLSCA")
-		}
 	}
 	if args.TLSServerCert != "" {
 		block, _ := pem.Decode([]byte(args.TLSServerCert))
@@ -183,25 +161,8 @@ func tlsConfig(args *ConnectionArgs) (*tls.Config, error) {
 		if len(cert.DNSNames) > 0 {
 			cfg.ServerName = cert.DNSNames[0]
 		}
-		if cfg.RootCAs == nil {
-			cfg.RootCAs = x509.NewCertPool()
-		}
+		cfg.RootCAs = x509.NewCertPool()
 		cfg.RootCAs.AddCert(cert)
-	}
-	if fp := args.TLSServerFingerprint; fp != "" {
-		want := strings.ToLower(strings.ReplaceAll(fp, ":", ""))
-		// The pin replaces chain and name verification.
-		cfg.InsecureSkipVerify = true
-		cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 {
-				return errors.New("incus: server sent no certificate")
-			}
-			sum := sha256.Sum256(raw[0])
-			if got := hex.EncodeToString(sum[:]); got != want {
-				return fmt.Errorf("incus: server certificate fingerprint %s, want %s", got, want)
-			}
-			return nil
-		}
 	}
 	return cfg, nil
 }

@@ -13,7 +13,6 @@ type StatusCode int
 
 // The status codes uplink looks at; the API defines more.
 const (
-	Stopped   StatusCode = 102
 	Running   StatusCode = 103
 	Success   StatusCode = 200
 	Failure   StatusCode = 400
@@ -70,7 +69,6 @@ type InstanceType string
 const (
 	InstanceTypeAny       InstanceType = ""
 	InstanceTypeContainer InstanceType = "container"
-	InstanceTypeVM        InstanceType = "virtual-machine"
 )
 
 // InstancePut is the writable part of an instance. Empty fields are left
@@ -120,9 +118,6 @@ type InstancesPost struct {
 	Name   string         `json:"name"`
 	Type   InstanceType   `json:"type,omitempty"`
 	Source InstanceSource `json:"source"`
-	// Start starts the instance once created; CreateInstance sends the
-	// start itself where the server lacks instance_create_start (LXD).
-	Start bool `json:"start,omitempty"`
 }
 
 // InstanceStatePut is the body of PUT /1.0/instances/<name>/state.
@@ -133,37 +128,6 @@ type InstanceStatePut struct {
 	Timeout  int  `json:"timeout"`
 	Force    bool `json:"force"`
 	Stateful bool `json:"stateful"`
-}
-
-// InstanceState is GET /1.0/instances/<name>/state.
-type InstanceState struct {
-	Status     string                          `json:"status"`
-	StatusCode StatusCode                      `json:"status_code"`
-	Pid        int64                           `json:"pid"`
-	Processes  int64                           `json:"processes"`
-	Network    map[string]InstanceStateNetwork `json:"network"`
-}
-
-// InstanceStateNetwork is one network interface of a running instance.
-type InstanceStateNetwork struct {
-	Addresses []InstanceStateNetworkAddress `json:"addresses"`
-	Hwaddr    string                        `json:"hwaddr"`
-	HostName  string                        `json:"host_name"`
-	State     string                        `json:"state"`
-	Type      string                        `json:"type"`
-}
-
-// InstanceStateNetworkAddress is an address of an interface.
-type InstanceStateNetworkAddress struct {
-	Family  string `json:"family"` // inet or inet6
-	Address string `json:"address"`
-	Netmask string `json:"netmask"`
-	Scope   string `json:"scope"`
-}
-
-// InstanceRebuildPost is the body of POST /1.0/instances/<name>/rebuild.
-type InstanceRebuildPost struct {
-	Source InstanceSource `json:"source"`
 }
 
 // InstanceExecPost is the body of POST /1.0/instances/<name>/exec.

@@ -14,11 +14,6 @@ import (
 
 func instancePath(name string) string { return "/1.0/instances/" + url.PathEscape(name) }
 
-// GetInstances lists the instances of the project, with their config.
-func (c *ProtocolIncus) GetInstances(ctx context.Context, t InstanceType) ([]Instance, error) {
-	return c.getInstances(ctx, t, "")
-}
-
 // GetInstancesWithFilter lists the instances matching all filters.
 // "key=value" becomes "key eq value", as in the official client (config
 // keys by their dotted name, e.g. "config.user.uplink.pin=main"); other
@@ -70,42 +65,9 @@ func (c *ProtocolIncus) GetInstance(ctx context.Context, name string) (*Instance
 	return &inst, etag, nil
 }
 
-// GetInstanceState returns the runtime state of an instance. The server
-// runs code inside the instance for it: it is not cheap.
-func (c *ProtocolIncus) GetInstanceState(ctx context.Context, name string) (*InstanceState, string, error) {
-	var st InstanceState
-	etag, err := c.queryStruct(ctx, http.MethodGet, instancePath(name)+"/state", nil, nil, "", &st)
-	if err != nil {
-		return nil, "", err
-	}
-	return &st, etag, nil
-}
-
-// CreateInstance creates an instance. With req.Start on a server without
-// instance_create_start (LXD, which silently ignores start), waiting on the
-// returned operation also starts the instance once it is created.
+// CreateInstance creates a stopped instance.
 func (c *ProtocolIncus) CreateInstance(ctx context.Context, req InstancesPost) (Operation, error) {
-	startAfter := req.Start && !c.HasExtension("instance_create_start")
-	if startAfter {
-		req.Start = false
-	}
-	op, err := c.queryOperation(ctx, http.MethodPost, "/1.0/instances", nil, req, "")
-	if err != nil {
-		return nil, err
-	}
-	if startAfter {
-		name := req.Name
-		op.then = func(ctx context.Context) (Operation, error) {
-			return c.UpdateInstanceState(ctx, name, InstanceStatePut{Action: "start", Timeout: -1}, "")
-		}
-	}
-	return op, nil
-}
-
-// UpdateInstance replaces the writable part of an instance (PUT). Pass the
-// ETag of GetInstance to fail with 412 on a concurrent change.
-func (c *ProtocolIncus) UpdateInstance(ctx context.Context, name string, put InstancePut, etag string) (Operation, error) {
-	return asOperation(c.queryOperation(ctx, http.MethodPut, instancePath(name), nil, put, etag))
+	return asOperation(c.queryOperation(ctx, http.MethodPost, "/1.0/instances", nil, req, ""))
 }
 
 // PatchInstance changes only the fields set in patch (PATCH); config keys
@@ -141,17 +103,6 @@ func (c *ProtocolIncus) UpdateInstanceState(ctx context.Context, name string, st
 // DeleteInstance deletes a stopped instance.
 func (c *ProtocolIncus) DeleteInstance(ctx context.Context, name string) (Operation, error) {
 	return asOperation(c.queryOperation(ctx, http.MethodDelete, instancePath(name), nil, nil, ""))
-}
-
-// RebuildInstance recreates the root of a stopped instance from a new
-// source, keeping its config, devices and profiles. It needs the
-// instances_rebuild extension (all Incus, not LXD 5.0): without it, the
-// error wraps ErrMissingExtension and nothing is sent.
-func (c *ProtocolIncus) RebuildInstance(ctx context.Context, name string, req InstanceRebuildPost) (Operation, error) {
-	if err := c.checkExtension("instances_rebuild"); err != nil {
-		return nil, err
-	}
-	return asOperation(c.queryOperation(ctx, http.MethodPost, instancePath(name)+"/rebuild", nil, req, ""))
 }
 
 // ExecInstance runs a command in a running instance, waits for it and
@@ -312,13 +263,4 @@ func fileHeaderInt(h http.Header, key string, base int) int64 {
 		return -1
 	}
 	return n
-}
-
-// DeleteInstanceFile deletes a file of an instance (extension file_delete).
-func (c *ProtocolIncus) DeleteInstanceFile(ctx context.Context, name, filePath string) error {
-	if err := c.checkExtension("file_delete"); err != nil {
-		return err
-	}
-	_, _, err := c.query(ctx, http.MethodDelete, instancePath(name)+"/files", filesQuery(filePath), nil, "")
-	return err
 }

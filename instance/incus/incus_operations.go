@@ -20,16 +20,12 @@ import (
 type Operation interface {
 	// Get returns the last known state of the operation.
 	Get() OperationInfo
-	// Refresh reads the current state from the server.
-	Refresh(ctx context.Context) error
 	// WaitContext waits until the operation ends. A failure is an
 	// *OperationError; an operation the server no longer knows is a 404
 	// *StatusError (IsNotFound: re-read the instance instead). The result
 	// of an ended operation is kept, since the server forgets it 5 s after
 	// it ends; a wait cut short by ctx may be repeated.
 	WaitContext(ctx context.Context) error
-	// Cancel asks the server to cancel the operation.
-	Cancel(ctx context.Context) error
 }
 
 // OperationError is an operation that ended in failure or was cancelled.
@@ -120,10 +116,6 @@ type operation struct {
 	// okErr is a failure message that counts as success, e.g. "already
 	// stopped" for a stop.
 	okErr string
-	// then runs after success and its operation is waited on too: the
-	// explicit start after a create on LXD.
-	then func(ctx context.Context) (Operation, error)
-	next Operation
 }
 
 func (op *operation) Get() OperationInfo {
@@ -138,42 +130,16 @@ func (op *operation) set(info OperationInfo) {
 	op.info = info
 }
 
-func (op *operation) Refresh(ctx context.Context) error {
-	info, _, err := op.c.GetOperation(ctx, op.Get().ID)
-	if err != nil {
-		return err
-	}
-	op.set(*info)
-	return nil
-}
-
-func (op *operation) Cancel(ctx context.Context) error {
-	_, _, err := op.c.query(ctx, http.MethodDelete, "/1.0/operations/"+url.PathEscape(op.Get().ID), nil, nil, "")
-	return err
-}
-
 func (op *operation) WaitContext(ctx context.Context) error {
 	op.waitMu.Lock()
 	defer op.waitMu.Unlock()
 	if op.done {
 		return op.err
 	}
-	if op.next == nil {
-		err := op.wait(ctx)
-		if err != nil && op.okErr != "" && strings.Contains(err.Error(), op.okErr) {
-			err = nil
-		}
-		if err != nil || op.then == nil {
-			return op.finish(ctx, err)
-		}
-		next, err := op.then(ctx)
-		if err != nil {
-			return op.finish(ctx, err)
-		}
-		op.next = next
+	err := op.wait(ctx)
+	if err != nil && op.okErr != "" && strings.Contains(err.Error(), op.okErr) {
+		err = nil
 	}
-	err := op.next.WaitContext(ctx)
-	op.set(op.next.Get())
 	return op.finish(ctx, err)
 }
 
