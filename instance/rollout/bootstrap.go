@@ -303,13 +303,23 @@ func repositories(current, app, url string) string {
 	return strings.Join(append(out, url), "\n") + "\n"
 }
 
-func readFile(ctx context.Context, c Client, inst, path string) (string, error) {
+// openFile opens a file of an instance; nil when there is none.
+func openFile(ctx context.Context, c Client, inst, path string) (io.ReadCloser, error) {
 	rc, _, err := c.GetInstanceFile(ctx, inst, path)
 	if incus.IsNotFound(err) {
-		return "", nil
+		return nil, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", path, err)
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return rc, nil
+}
+
+// readFile reads a small file of an instance; "" when there is none.
+func readFile(ctx context.Context, c Client, inst, path string) (string, error) {
+	rc, err := openFile(ctx, c, inst, path)
+	if rc == nil {
+		return "", err
 	}
 	defer rc.Close()
 	b, err := io.ReadAll(io.LimitReader(rc, 1<<20))
@@ -426,12 +436,9 @@ func apkArch(incus string) string {
 // installedVersion reads the version of pkg from the instance's apk
 // database; "" when pkg is not installed.
 func installedVersion(ctx context.Context, c Client, inst, pkg string) (string, error) {
-	rc, _, err := c.GetInstanceFile(ctx, inst, installedDB)
-	if incus.IsNotFound(err) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", installedDB, err)
+	rc, err := openFile(ctx, c, inst, installedDB)
+	if rc == nil {
+		return "", err
 	}
 	defer rc.Close()
 	v, err := findVersion(io.LimitReader(rc, maxInstalledDB), pkg)
