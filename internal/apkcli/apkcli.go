@@ -157,76 +157,33 @@ func (c *cli) parse(args []string) (cmd string, rest []string, err error) {
 	o := &c.opts
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		value := func() (string, error) {
-			if k, v, ok := strings.Cut(a, "="); ok && strings.HasPrefix(k, "--") {
-				return v, nil
-			}
-			if i+1 >= len(args) {
-				return "", fmt.Errorf("option %s needs a value", a)
-			}
-			i++
-			return args[i], nil
-		}
-		name, _, _ := strings.Cut(a, "=")
+		name, inline, hasInline := strings.Cut(a, "=")
+		opt, takesValue := valueOptions[name]
+		takesValue = takesValue && (strings.HasPrefix(name, "--") || a == name)
 		switch {
 		case a == "--":
 			rest = append(rest, args[i+1:]...)
 			i = len(args)
-		case name == "--root" || a == "-p":
-			if o.root, err = value(); err != nil {
+		case takesValue:
+			v := inline
+			if !hasInline || !strings.HasPrefix(name, "--") {
+				if i+1 >= len(args) {
+					return "", nil, fmt.Errorf("option %s needs a value", a)
+				}
+				i++
+				v = args[i]
+			}
+			if err := o.setValue(opt, v); err != nil {
 				return "", nil, err
 			}
-		case name == "--arch":
-			if o.arch, err = value(); err != nil {
-				return "", nil, err
-			}
-		case name == "--repository" || a == "-X":
-			v, err := value()
-			if err != nil {
-				return "", nil, err
-			}
-			o.repos = append(o.repos, v)
-		case a == "--update-cache":
-			o.updateCache, o.cacheMaxAge = true, updateCacheMaxAge
-		case a == "--force-refresh":
-			o.forceRefresh = true
-		case name == "--cache-max-age":
-			v, err := value()
-			if err != nil {
-				return "", nil, err
-			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				return "", nil, fmt.Errorf("--cache-max-age: %q is not a number of minutes", v)
-			}
-			// 0 means the 4 h default in 2.14.10 (§7.2, the update bug note).
-			o.cacheMaxAge = time.Duration(n) * time.Minute
-		case a == "--upgrade":
-			o.upgrade = true
-		case a == "--no-cache":
-			o.noCache = true
-		case a == "--quiet":
-			o.quiet = true
-		case a == "--verbose":
-			o.verbose = true
+		case o.setFlag(a):
 		case a == "--version" || a == "-V":
 			return "version", nil, nil
 		case a == "--help" || a == "-h":
 			return "help", nil, nil
 		case len(a) > 1 && a[0] == '-' && a[1] != '-':
-			for _, f := range a[1:] { // bundled short flags, e.g. -Uu
-				switch f {
-				case 'U':
-					o.updateCache, o.cacheMaxAge = true, updateCacheMaxAge
-				case 'u':
-					o.upgrade = true
-				case 'q':
-					o.quiet = true
-				case 'v':
-					o.verbose = true
-				default:
-					return "", nil, fmt.Errorf("unknown option -%c", f)
-				}
+			if err := o.setShort(a[1:]); err != nil {
+				return "", nil, err
 			}
 		case strings.HasPrefix(a, "--"):
 			return "", nil, fmt.Errorf("unknown option %s", a)
@@ -240,6 +197,74 @@ func (c *cli) parse(args []string) (cmd string, rest []string, err error) {
 		return "help", nil, nil
 	}
 	return cmd, rest, nil
+}
+
+// valueOptions maps the options that take a value (--opt v, --opt=v, or
+// for a short one -o v) to what they set.
+var valueOptions = map[string]string{
+	"--root": "root", "-p": "root",
+	"--arch":       "arch",
+	"--repository": "repository", "-X": "repository",
+	"--cache-max-age": "cache-max-age",
+}
+
+func (o *options) setValue(opt, v string) error {
+	switch opt {
+	case "root":
+		o.root = v
+	case "arch":
+		o.arch = v
+	case "repository":
+		o.repos = append(o.repos, v)
+	case "cache-max-age":
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("--cache-max-age: %q is not a number of minutes", v)
+		}
+		// 0 means the 4 h default in 2.14.10 (§7.2, the update bug note).
+		o.cacheMaxAge = time.Duration(n) * time.Minute
+	}
+	return nil
+}
+
+// setFlag sets a long option without a value; false if a is none.
+func (o *options) setFlag(a string) bool {
+	switch a {
+	case "--update-cache":
+		o.updateCache, o.cacheMaxAge = true, updateCacheMaxAge
+	case "--force-refresh":
+		o.forceRefresh = true
+	case "--upgrade":
+		o.upgrade = true
+	case "--no-cache":
+		o.noCache = true
+	case "--quiet":
+		o.quiet = true
+	case "--verbose":
+		o.verbose = true
+	default:
+		return false
+	}
+	return true
+}
+
+// setShort sets bundled short flags, e.g. "Uu" of -Uu.
+func (o *options) setShort(flags string) error {
+	for _, f := range flags {
+		switch f {
+		case 'U':
+			o.updateCache, o.cacheMaxAge = true, updateCacheMaxAge
+		case 'u':
+			o.upgrade = true
+		case 'q':
+			o.quiet = true
+		case 'v':
+			o.verbose = true
+		default:
+			return fmt.Errorf("unknown option -%c", f)
+		}
+	}
+	return nil
 }
 
 func (c *cli) printf(format string, args ...any) {

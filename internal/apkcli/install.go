@@ -53,15 +53,7 @@ func (c *cli) add(args []string) error {
 	if err != nil {
 		return err
 	}
-	named := c.namedIndexes(l.indexes, d)
-
 	world := mergeWorld(d.world, args, c.opts.upgrade)
-	pinned := map[string]bool{} // names the world gives an exact version
-	for _, w := range world {
-		if op := strings.TrimPrefix(w, baseName(w)); strings.HasPrefix(op, "=") && !strings.HasPrefix(op, "=~") {
-			pinned[baseName(w)] = true
-		}
-	}
 	upgrading := map[string]bool{}
 	if c.opts.upgrade {
 		var names []string
@@ -70,9 +62,44 @@ func (c *cli) add(args []string) error {
 		}
 		upgrading = d.withDependencies(names)
 	}
-	// Installed packages stay at their version, unless pinned or
-	// upgraded; if that cannot be solved (a new package needs a newer
-	// dependency), solve without.
+	pkgs, err := c.solve(d, c.namedIndexes(l.indexes, d), world, upgrading)
+	if err != nil {
+		return err
+	}
+	steps := addSteps(d, pkgs, upgrading)
+	// Download and verify everything before changing the root.
+	for _, s := range steps {
+		data, err := c.get(s.pkg.URL())
+		if err != nil {
+			return fmt.Errorf("%s-%s: %v", s.pkg.Name, s.pkg.Version, packageError(err))
+		}
+		if err := apkfile.Verify(data, s.pkg.Package.ChecksumString()); err != nil {
+			return fmt.Errorf("%s-%s: %v", s.pkg.Name, s.pkg.Version, err)
+		}
+		s.data = data
+	}
+	if err := c.applyAdd(d, steps); err != nil {
+		return err
+	}
+	d.world = world
+	if err := d.save(); err != nil {
+		return err
+	}
+	c.printf("%s\n", d.summary())
+	return nil
+}
+
+// solve selects the packages world needs. Installed packages stay at
+// their version, unless the world pins them or they are upgrading; if
+// that cannot be solved (a new package needs a newer dependency), it
+// solves without.
+func (c *cli) solve(d *db, named []apk.NamedIndex, world []string, upgrading map[string]bool) ([]*apk.RepositoryPackage, error) {
+	pinned := map[string]bool{} // names the world gives an exact version
+	for _, w := range world {
+		if op := strings.TrimPrefix(w, baseName(w)); strings.HasPrefix(op, "=") && !strings.HasPrefix(op, "=~") {
+			pinned[baseName(w)] = true
+		}
+	}
 	var keep []string
 	for _, p := range d.pkgs {
 		if !pinned[p.Name] && !upgrading[p.Name] {
@@ -87,20 +114,26 @@ func (c *cli) add(args []string) error {
 		pkgs, conflicts, err = resolve(world)
 	}
 	if err != nil {
-		return fmt.Errorf("unable to select packages:\n  %v", err)
+		return nil, fmt.Errorf("unable to select packages:\n  %v", err)
 	}
 	for _, name := range conflicts {
 		if p := d.find(name); p != nil {
-			return fmt.Errorf("unable to select packages: conflicts with installed %s", p)
+			return nil, fmt.Errorf("unable to select packages: conflicts with installed %s", p)
 		}
 	}
+	return pkgs, nil
+}
 
-	type step struct {
-		pkg  *apk.RepositoryPackage
-		old  *installedPkg
-		data []byte
-	}
-	var steps []*step
+// addStep is one package add installs, and the installed one it replaces.
+type addStep struct {
+	pkg  *apk.RepositoryPackage
+	old  *installedPkg
+	data []byte
+}
+
+// addSteps lists what changes among the selected packages.
+func addSteps(d *db, pkgs []*apk.RepositoryPackage, upgrading map[string]bool) []*addStep {
+	var steps []*addStep
 	for _, rp := range pkgs {
 		if rp.Repository().URI == installedURI {
 			continue
@@ -110,19 +143,13 @@ func (c *cli) add(args []string) error {
 		if old != nil && old.Version == rp.Version && (old.ChecksumString() == rp.ChecksumString() || !upgrading[rp.Name]) {
 			continue
 		}
-		steps = append(steps, &step{pkg: rp, old: old})
+		steps = append(steps, &addStep{pkg: rp, old: old})
 	}
-	// Download and verify everything before changing the root.
-	for _, s := range steps {
-		data, err := c.get(s.pkg.URL())
-		if err != nil {
-			return fmt.Errorf("%s-%s: %v", s.pkg.Name, s.pkg.Version, packageError(err))
-		}
-		if err := apkfile.Verify(data, s.pkg.Package.ChecksumString()); err != nil {
-			return fmt.Errorf("%s-%s: %v", s.pkg.Name, s.pkg.Version, err)
-		}
-		s.data = data
-	}
+	return steps
+}
+
+// applyAdd installs the downloaded steps in order, saying what each does.
+func (c *cli) applyAdd(d *db, steps []*addStep) error {
 	for i, s := range steps {
 		p := s.pkg
 		switch {
@@ -141,11 +168,6 @@ func (c *cli) add(args []string) error {
 			return fmt.Errorf("%s-%s: %v", p.Name, p.Version, err)
 		}
 	}
-	d.world = world
-	if err := d.save(); err != nil {
-		return err
-	}
-	c.printf("%s\n", d.summary())
 	return nil
 }
 
@@ -611,8 +633,32 @@ func (c *cli) del(names []string) error {
 		drop[n] = true
 	}
 	world := slices.DeleteFunc(slices.Clone(d.world), func(w string) bool { return drop[baseName(w)] })
+	needed, neededBy := d.needed(world)
+	for _, n := range names {
+		if needed[n] {
+			return fmt.Errorf("%s: still required by %s", n, neededBy[n])
+		}
+	}
+	var remove []*installedPkg
+	for _, p := range slices.Backward(d.pkgs) { // dependents before dependencies
+		if !needed[p.Name] {
+			remove = append(remove, p)
+		}
+	}
+	if err := c.purge(d, world, remove); err != nil {
+		return err
+	}
+	d.world = world
+	if err := d.save(); err != nil {
+		return err
+	}
+	c.printf("%s\n", d.summary())
+	return nil
+}
 
-	// What the remaining world needs, through installed dependencies.
+// needed returns the installed packages world needs, through installed
+// dependencies, and for each what needs it.
+func (d *db) needed(world []string) (needed map[string]bool, neededBy map[string]string) {
 	provider := map[string]*installedPkg{}
 	for _, p := range d.pkgs {
 		provider[p.Name] = p
@@ -620,8 +666,7 @@ func (c *cli) del(names []string) error {
 			provider[baseName(pr)] = p
 		}
 	}
-	needed := map[string]bool{}
-	neededBy := map[string]string{}
+	needed, neededBy = map[string]bool{}, map[string]string{}
 	var visit func(name, by string)
 	visit = func(name, by string) {
 		p := provider[baseName(name)]
@@ -639,17 +684,12 @@ func (c *cli) del(names []string) error {
 	for _, w := range world {
 		visit(w, "world")
 	}
-	for _, n := range names {
-		if needed[n] {
-			return fmt.Errorf("%s: still required by %s", n, neededBy[n])
-		}
-	}
-	var remove []*installedPkg
-	for _, p := range slices.Backward(d.pkgs) { // dependents before dependencies
-		if !needed[p.Name] {
-			remove = append(remove, p)
-		}
-	}
+	return needed, neededBy
+}
+
+// purge removes packages in order with their deinstall scripts, saving
+// the database (with world) after each.
+func (c *cli) purge(d *db, world []string, remove []*installedPkg) error {
 	root, err := os.OpenRoot(c.opts.root)
 	if err != nil {
 		return err
@@ -680,11 +720,6 @@ func (c *cli) del(names []string) error {
 		}
 		c.runScript(&p.Package, scripts, "post-deinstall", p.Version)
 	}
-	d.world = world
-	if err := d.save(); err != nil {
-		return err
-	}
-	c.printf("%s\n", d.summary())
 	return nil
 }
 

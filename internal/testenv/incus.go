@@ -189,25 +189,56 @@ func startDaemon(kind daemonKind) (*Incus, error) {
 		ImageAlias: incusimage.Alias,
 	}
 	d.client = unixClient(d.Socket)
+	begin := time.Now()
+	cmd, err := d.launch(kind, bin, env)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(format string, args ...any) (*Incus, error) {
+		msg := fmt.Sprintf(format, args...)
+		shown := slices.DeleteFunc(slices.Clone(env), func(e string) bool { return strings.HasPrefix(e, "PATH=") })
+		err := fmt.Errorf("%s\ncommand: %s %s=%s %s\ndaemon log (%s):\n%s", msg, strings.Join(shown, " "), kind.dirEnv, dir, strings.Join(cmd.Args, " "), d.Log, d.logTail())
+		d.teardown(d.proc)
+		return nil, err
+	}
+	srv, err := d.waitAPI(kind.name, cmd)
+	if err != nil {
+		return fail("%v", err)
+	}
+	d.StartupTime = time.Since(begin)
+	d.Version = srv.Environment.ServerVersion
+	if srv.Environment.Server != "" {
+		d.Kind = srv.Environment.Server
+	}
 
+	begin = time.Now()
+	if err := d.setup(); err != nil {
+		return fail("set-up: %v", err)
+	}
+	d.SetupTime = time.Since(begin)
+	return d, nil
+}
+
+// launch starts the daemon process and its reaper, and registers d for
+// StopDaemons.
+func (d *Incus) launch(kind daemonKind, bin string, env []string) (*exec.Cmd, error) {
 	// stdout/stderr go to a file, not a pipe: a Go daemon writing to a
 	// broken pipe after the test binary exits would die of SIGPIPE before
 	// the reaper could stop its instances.
-	out, err := os.Create(filepath.Join(dir, kind.name+".out"))
+	out, err := os.Create(filepath.Join(d.Dir, kind.name+".out"))
 	if err != nil {
 		return nil, err
 	}
 	defer out.Close()
 	cmd := exec.Command(bin, "--group", "root", "--logfile", d.Log)
-	cmd.Env = append(os.Environ(), kind.dirEnv+"="+dir)
+	cmd.Env = append(os.Environ(), kind.dirEnv+"="+d.Dir)
 	cmd.Env = append(cmd.Env, env...)
-	cmd.Dir = dir
+	cmd.Dir = d.Dir
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own session: a ^C to `go test` must not kill it before the reaper ran.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	begin := time.Now()
 	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
+		os.RemoveAll(d.Dir)
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	d.pid = cmd.Process.Pid
@@ -223,16 +254,11 @@ func startDaemon(kind daemonKind) (*Incus, error) {
 	daemonsMu.Lock()
 	daemons = append(daemons, d)
 	daemonsMu.Unlock()
+	return cmd, nil
+}
 
-	fail := func(format string, args ...any) (*Incus, error) {
-		msg := fmt.Sprintf(format, args...)
-		shown := slices.DeleteFunc(slices.Clone(env), func(e string) bool { return strings.HasPrefix(e, "PATH=") })
-		err := fmt.Errorf("%s\ncommand: %s %s=%s %s\ndaemon log (%s):\n%s", msg, strings.Join(shown, " "), kind.dirEnv, dir, strings.Join(cmd.Args, " "), d.Log, d.logTail())
-		d.teardown(d.proc)
-		return nil, err
-	}
-
-	// Wait for the API.
+// waitAPI waits up to a minute for the daemon to answer GET /1.0.
+func (d *Incus) waitAPI(name string, cmd *exec.Cmd) (serverInfo, error) {
 	var srv serverInfo
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -243,28 +269,16 @@ func startDaemon(kind daemonKind) (*Incus, error) {
 			err = json.Unmarshal(resp.Metadata, &srv)
 		}
 		if err == nil {
-			break
+			return srv, nil
 		}
 		if d.proc.exited() {
-			return fail("%s exited during start-up: %v", kind.name, cmd.ProcessState)
+			return srv, fmt.Errorf("%s exited during start-up: %v", name, cmd.ProcessState)
 		}
 		if time.Now().After(deadline) {
-			return fail("%s not ready after 60s: %v", kind.name, err)
+			return srv, fmt.Errorf("%s not ready after 60s: %v", name, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	d.StartupTime = time.Since(begin)
-	d.Version = srv.Environment.ServerVersion
-	if srv.Environment.Server != "" {
-		d.Kind = srv.Environment.Server
-	}
-
-	begin = time.Now()
-	if err := d.setup(); err != nil {
-		return fail("set-up: %v", err)
-	}
-	d.SetupTime = time.Since(begin)
-	return d, nil
 }
 
 type serverInfo struct {
@@ -291,7 +305,17 @@ func (d *Incus) setup() error {
 	if _, err := d.Do(ctx, http.MethodPatch, "/1.0/profiles/default", root); err != nil {
 		return fmt.Errorf("default profile: %w", err)
 	}
+	if err := d.importImage(ctx); err != nil {
+		return err
+	}
+	if err := d.enableHTTPS(ctx); err != nil {
+		return err
+	}
+	return d.checkHTTPS()
+}
 
+// importImage imports the test image under d.ImageAlias.
+func (d *Incus) importImage(ctx context.Context) error {
 	tarball, err := incusimage.Image()
 	if err != nil {
 		return err
@@ -310,8 +334,12 @@ func (d *Incus) setup() error {
 	if _, err := d.Do(ctx, http.MethodPost, "/1.0/images/aliases", map[string]string{"name": d.ImageAlias, "target": meta.Fingerprint}); err != nil {
 		return fmt.Errorf("image alias: %w", err)
 	}
+	return nil
+}
 
-	// HTTPS with a trusted client certificate.
+// enableHTTPS listens on a free local port and trusts a new client
+// certificate.
+func (d *Incus) enableHTTPS(ctx context.Context) error {
 	port := 0
 	if l, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
 		port = l.Addr().(*net.TCPAddr).Port
@@ -342,8 +370,12 @@ func (d *Incus) setup() error {
 		return err
 	}
 	d.ServerCert = []byte(srv.Environment.Certificate)
+	return nil
+}
 
-	// Check the HTTPS side end to end: the client must be trusted.
+// checkHTTPS checks the HTTPS side end to end: the client must be
+// trusted.
+func (d *Incus) checkHTTPS() error {
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: d.TLSConfig()}, Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
 	var lastErr error
@@ -354,6 +386,7 @@ func (d *Incus) setup() error {
 			continue
 		}
 		var env Response
+		var srv serverInfo
 		err = json.NewDecoder(r.Body).Decode(&env)
 		r.Body.Close()
 		if err == nil {
