@@ -62,7 +62,6 @@ type BackendConfig struct {
 // ops.Backend.
 type Backend struct {
 	cfg BackendConfig
-	log *slog.Logger
 }
 
 // NewBackend returns a Backend.
@@ -73,7 +72,7 @@ func NewBackend(cfg BackendConfig) *Backend {
 	if cfg.HealthTimeout <= 0 {
 		cfg.HealthTimeout = 30 * time.Second
 	}
-	return &Backend{cfg: cfg, log: cfg.Logger}
+	return &Backend{cfg: cfg}
 }
 
 // Steps implements ops.Backend: ops.InstanceSteps, which the backend
@@ -235,7 +234,7 @@ func (b *Backend) removeExtraInstances(ctx context.Context, j job) error {
 }
 
 func (b *Backend) upgradeInstance(ctx context.Context, j job) error {
-	insts, err := Instances(ctx, j.c, j.t.Installation)
+	insts, err := instances(ctx, j.c, j.t.Installation)
 	if err != nil {
 		return err
 	}
@@ -247,7 +246,7 @@ func (b *Backend) upgradeInstance(ctx context.Context, j job) error {
 }
 
 func (b *Backend) deleteInstances(ctx context.Context, j job) error {
-	insts, err := Instances(ctx, j.c, j.t.Installation)
+	insts, err := instances(ctx, j.c, j.t.Installation)
 	if err != nil {
 		return err
 	}
@@ -530,8 +529,8 @@ func remove(ctx context.Context, c Client, inst string) error {
 	return o.WaitContext(ctx)
 }
 
-// Instances lists an installation's instances, by name.
-func Instances(ctx context.Context, c Client, installation string) ([]incus.Instance, error) {
+// instances lists an installation's instances, by name.
+func instances(ctx context.Context, c Client, installation string) ([]incus.Instance, error) {
 	list, err := c.GetInstancesWithFilter(ctx, incus.InstanceTypeContainer, []string{"config." + LabelInstallation + "=" + installation})
 	if err != nil {
 		return nil, err
@@ -542,7 +541,7 @@ func Instances(ctx context.Context, c Client, installation string) ([]incus.Inst
 
 // old lists the installation's instances that op did not create.
 func (b *Backend) old(ctx context.Context, c Client, op *ops.Operation, t ops.Target) ([]incus.Instance, error) {
-	all, err := Instances(ctx, c, t.Installation)
+	all, err := instances(ctx, c, t.Installation)
 	if err != nil {
 		return nil, err
 	}
