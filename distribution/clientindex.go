@@ -83,22 +83,30 @@ type clientEntry struct {
 	synced atomic.Int64 // when it was last written to Redis; 0: not yet
 }
 
+// Defaults of ClientIndexConfig (and of uplink serve's flags). The Redis
+// ones hold for every Redis user of the distribution side.
+const (
+	DefaultClientIndexTTL = 5 * time.Hour
+	DefaultRedisTimeout   = 100 * time.Millisecond
+	DefaultRedisPrefix    = "uplink:v1:"
+)
+
 // NewClientIndexes returns an empty memory of clients' indexes.
 func NewClientIndexes(cfg ClientIndexConfig) *ClientIndexes {
 	if cfg.TTL <= 0 {
-		cfg.TTL = 5 * time.Hour
+		cfg.TTL = DefaultClientIndexTTL
 	}
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = time.Minute
 	}
 	if cfg.RedisTimeout <= 0 {
-		cfg.RedisTimeout = 100 * time.Millisecond
+		cfg.RedisTimeout = DefaultRedisTimeout
 	}
 	if cfg.MaxEntries <= 0 {
 		cfg.MaxEntries = 100_000
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = "uplink:v1:"
+		cfg.Prefix = DefaultRedisPrefix
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

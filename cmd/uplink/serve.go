@@ -16,7 +16,10 @@ import (
 	"time"
 
 	"github.com/uplinkhq/uplink/distribution"
+	"github.com/uplinkhq/uplink/distribution/cache"
 	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/instance/rollout"
 	"github.com/uplinkhq/uplink/internal/admin"
 	"github.com/uplinkhq/uplink/internal/server"
 )
@@ -38,11 +41,11 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.BoolVar(&cfg.S3.PathStyle, "s3-path-style", false, "path-style bucket addressing (minio, versitygw, most self-hosted S3)")
 	fs.BoolVar(&cfg.S3CreateBucket, "s3-create-bucket", false, "create the bucket at start if it does not exist")
 	fs.StringVar(&cfg.Redis, "redis", "", "Redis URL (redis://host:6379/0) shared by replicas; empty: in-process cache only")
-	fs.StringVar(&cfg.RedisPrefix, "redis-prefix", "uplink:v1:", "prefix of every Redis key and channel")
-	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", 100*time.Millisecond, "bound on each Redis call; past it requests go to storage")
-	fs.DurationVar(&cfg.RedisTTL, "redis-ttl", time.Minute, "how long a ref pointer lives in Redis, and how long a replica keeps announcing a publish that Redis missed")
-	fs.DurationVar(&cfg.RefCacheTTL, "ref-cache-ttl", 5*time.Second, "how long any replica trusts a ref pointer, in memory or from Redis, after it was read from storage: every replica sees a publish within it, whatever Redis does")
-	fs.DurationVar(&cfg.ClientIndexTTL, "client-index-ttl", 5*time.Hour, "how long packages a client asks for through a branch come from the commit whose index it last got there (keep above apk's 4h index cache)")
+	fs.StringVar(&cfg.RedisPrefix, "redis-prefix", distribution.DefaultRedisPrefix, "prefix of every Redis key and channel")
+	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", distribution.DefaultRedisTimeout, "bound on each Redis call; past it requests go to storage")
+	fs.DurationVar(&cfg.RedisTTL, "redis-ttl", cache.DefaultRedisTTL, "how long a ref pointer lives in Redis, and how long a replica keeps announcing a publish that Redis missed")
+	fs.DurationVar(&cfg.RefCacheTTL, "ref-cache-ttl", cache.DefaultRefTTL, "how long any replica trusts a ref pointer, in memory or from Redis, after it was read from storage: every replica sees a publish within it, whatever Redis does")
+	fs.DurationVar(&cfg.ClientIndexTTL, "client-index-ttl", distribution.DefaultClientIndexTTL, "how long packages a client asks for through a branch come from the commit whose index it last got there (keep above apk's 4h index cache)")
 	fs.Var(sizeFlag{&cfg.IndexCacheSize}, "index-cache-size", "memory for indexes of published commits (e.g. 256MiB)")
 	fs.IntVar(&cfg.Retention, "retention", ref.DefaultRetention, "commits of a branch that a package request through the branch may fall back to")
 	fs.Var(cidrFlag{&cfg.AllowCIDR}, "allow-cidr", "comma-separated prefixes allowed to fetch from /distribution (default: everyone)")
@@ -65,8 +68,8 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.BoolVar(&cfg.AccessLog, "access-log", true, "log every distribution request")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on the admin listener")
 	fs.StringVar(&cfg.DistributionURL, "distribution-url", "", "how instances reach the distribution listener, for their repository lines (default http://<hostname>:<listen port>)")
-	fs.DurationVar(&cfg.OperationLease, "operation-lease", 15*time.Second, "how long a replica may go silent before another takes its operation over")
-	fs.DurationVar(&cfg.OperationScan, "operation-scan", 5*time.Second, "how often replicas look for operations nobody runs")
+	fs.DurationVar(&cfg.OperationLease, "operation-lease", operation.DefaultLease, "how long a replica may go silent before another takes its operation over")
+	fs.DurationVar(&cfg.OperationScan, "operation-scan", operation.DefaultScan, "how often replicas look for operations nobody runs")
 	fs.DurationVar(&cfg.NoBackendDelay, "no-backend-step-delay", 0, "without an instance backend, make each recorded step take this long (rehearsals, tests)")
 	fs.StringVar(&cfg.Incus, "incus", "", "instance backend: unix:///var/lib/incus/unix.socket or https://host:8443 (default: none, steps recorded as skipped)")
 	fs.StringVar(&cfg.IncusCert, "incus-cert", "", "client certificate (PEM) for an https --incus")
@@ -75,7 +78,7 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.StringVar(&cfg.IncusProject, "incus-project", "default", "Incus project of installations that name none")
 	fs.StringVar(&cfg.ImageServer, "image-server", "", "simplestreams server to pull images from (e.g. https://images.linuxcontainers.org); default: images local to the Incus server")
 	fs.BoolVar(&cfg.IncusProxyDistribution, "incus-proxy-distribution", false, "give every instance a proxy device to this uplink's distribution listener (uplink on the instances' host, no network path)")
-	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", time.Minute, "how often instances are compared with their installations' channels")
+	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", rollout.DefaultReconcileInterval, "how often instances are compared with their installations' channels")
 	fs.BoolVar(&cfg.AllowIncusLeases, "allow-incus-leases", false, "admit distribution clients only from addresses leased in the Incus project of an installation of the app")
 	fs.StringVar(logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(logFormat, "log-format", "text", "text or json")

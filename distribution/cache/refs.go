@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/ref"
 )
@@ -131,16 +132,22 @@ type redisPointer struct {
 	Deployment string `json:"deployment"`
 }
 
+// Defaults of RefsConfig's TTLs (and of uplink serve's flags).
+const (
+	DefaultRefTTL   = 5 * time.Second
+	DefaultRedisTTL = time.Minute
+)
+
 // NewRefs wraps inner.
 func NewRefs(inner ref.Resolver, cfg RefsConfig) *Refs {
 	if cfg.TTL <= 0 {
-		cfg.TTL = 5 * time.Second
+		cfg.TTL = DefaultRefTTL
 	}
 	if cfg.RedisTTL <= 0 {
-		cfg.RedisTTL = 60 * time.Second
+		cfg.RedisTTL = DefaultRedisTTL
 	}
 	if cfg.RedisTimeout <= 0 {
-		cfg.RedisTimeout = 100 * time.Millisecond
+		cfg.RedisTimeout = distribution.DefaultRedisTimeout
 	}
 	if cfg.LoadTimeout <= 0 {
 		cfg.LoadTimeout = 10 * time.Second
@@ -149,7 +156,7 @@ func NewRefs(inner ref.Resolver, cfg RefsConfig) *Refs {
 		cfg.MaxEntries = 100_000
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = "uplink:v1:"
+		cfg.Prefix = distribution.DefaultRedisPrefix
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

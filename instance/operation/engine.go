@@ -64,13 +64,19 @@ var (
 	errLostLease   = errors.New("lease lost to another replica")
 )
 
+// Defaults of EngineConfig (and of uplink serve's flags).
+const (
+	DefaultLease = 15 * time.Second
+	DefaultScan  = 5 * time.Second
+)
+
 // NewEngine returns an engine running ops of j with b.
 func NewEngine(j Journal, b Backend, cfg EngineConfig) *Engine {
 	if cfg.Lease <= 0 {
-		cfg.Lease = 15 * time.Second
+		cfg.Lease = DefaultLease
 	}
 	if cfg.Scan <= 0 {
-		cfg.Scan = 5 * time.Second
+		cfg.Scan = DefaultScan
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 3

@@ -21,10 +21,14 @@ type Reconciler struct {
 	Logger        *slog.Logger
 }
 
+// DefaultReconcileInterval is Reconciler.Interval's default (and uplink
+// serve's).
+const DefaultReconcileInterval = time.Minute
+
 // Run reconciles until ctx ends.
 func (r *Reconciler) Run(ctx context.Context) {
 	if r.Interval <= 0 {
-		r.Interval = time.Minute
+		r.Interval = DefaultReconcileInterval
 	}
 	for {
 		if err := r.Once(ctx); err != nil && ctx.Err() == nil {

@@ -210,7 +210,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		// Redis is a cache: fail fast and fall through to storage.
 		timeout := cfg.RedisTimeout
 		if timeout <= 0 {
-			timeout = 100 * time.Millisecond
+			timeout = distribution.DefaultRedisTimeout
 		}
 		opts.DialTimeout = 4 * timeout
 		opts.ReadTimeout = timeout
