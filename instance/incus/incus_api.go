@@ -2,7 +2,6 @@ package incus
 
 import (
 	"io"
-	"time"
 )
 
 // The REST types below copy the official shared/api names and JSON tags,
@@ -25,42 +24,23 @@ func (s StatusCode) IsFinal() bool { return s >= Success }
 // Server is GET /1.0.
 type Server struct {
 	APIExtensions []string          `json:"api_extensions"`
-	APIStatus     string            `json:"api_status"`
-	APIVersion    string            `json:"api_version"`
 	Auth          string            `json:"auth"` // "trusted" or "untrusted"
-	AuthMethods   []string          `json:"auth_methods"`
 	Environment   ServerEnvironment `json:"environment"`
 }
 
-// ServerEnvironment describes the daemon and its host.
+// ServerEnvironment describes the daemon.
 type ServerEnvironment struct {
-	Addresses              []string `json:"addresses"`
-	Certificate            string   `json:"certificate"`
-	CertificateFingerprint string   `json:"certificate_fingerprint"`
-	Driver                 string   `json:"driver"`
-	Project                string   `json:"project"`
-	Server                 string   `json:"server"` // "incus" or "lxd"
-	ServerClustered        bool     `json:"server_clustered"`
-	ServerName             string   `json:"server_name"`
-	ServerVersion          string   `json:"server_version"`
-	Storage                string   `json:"storage"`
+	Server string `json:"server"` // "incus" or "lxd"
 }
 
 // OperationInfo is a background operation as the server reports it (the
 // official api.Operation; Operation is the handle to wait on).
 type OperationInfo struct {
-	ID          string              `json:"id"`
-	Class       string              `json:"class"`
-	Description string              `json:"description"`
-	CreatedAt   time.Time           `json:"created_at"`
-	UpdatedAt   time.Time           `json:"updated_at"`
-	Status      string              `json:"status"`
-	StatusCode  StatusCode          `json:"status_code"`
-	Resources   map[string][]string `json:"resources"`
-	Metadata    map[string]any      `json:"metadata"`
-	MayCancel   bool                `json:"may_cancel"`
-	Err         string              `json:"err"`
-	Location    string              `json:"location"`
+	ID         string         `json:"id"`
+	Status     string         `json:"status"`
+	StatusCode StatusCode     `json:"status_code"`
+	Metadata   map[string]any `json:"metadata"` // an exec's exit code and output files
+	Err        string         `json:"err"`
 }
 
 // InstanceType is "container" or "virtual-machine"; empty means any.
@@ -78,25 +58,17 @@ type InstancePut struct {
 	Architecture string                       `json:"architecture,omitempty"`
 	Config       map[string]string            `json:"config,omitempty"`
 	Devices      map[string]map[string]string `json:"devices,omitempty"`
-	Ephemeral    bool                         `json:"ephemeral,omitempty"`
 	Profiles     []string                     `json:"profiles,omitempty"`
-	Stateful     bool                         `json:"stateful,omitempty"`
-	Description  string                       `json:"description,omitempty"`
 }
 
 // Instance is GET /1.0/instances/<name>.
 type Instance struct {
 	InstancePut
-	Name            string                       `json:"name"`
-	Type            InstanceType                 `json:"type"`
-	Status          string                       `json:"status"`
-	StatusCode      StatusCode                   `json:"status_code"`
-	CreatedAt       time.Time                    `json:"created_at"`
-	LastUsedAt      time.Time                    `json:"last_used_at"`
-	Location        string                       `json:"location"`
-	Project         string                       `json:"project"`
-	ExpandedConfig  map[string]string            `json:"expanded_config"`
-	ExpandedDevices map[string]map[string]string `json:"expanded_devices"`
+	Name       string       `json:"name"`
+	Type       InstanceType `json:"type"`
+	Status     string       `json:"status"`
+	StatusCode StatusCode   `json:"status_code"`
+	Project    string       `json:"project"`
 }
 
 // InstanceSource says what to build an instance's root from.
@@ -107,9 +79,6 @@ type InstanceSource struct {
 	Server      string `json:"server,omitempty"`
 	Protocol    string `json:"protocol,omitempty"` // "simplestreams" or "incus"/"lxd"
 	Mode        string `json:"mode,omitempty"`     // "pull" for a remote image
-	Secret      string `json:"secret,omitempty"`
-	Certificate string `json:"certificate,omitempty"`
-	Project     string `json:"project,omitempty"`
 }
 
 // InstancesPost is the body of POST /1.0/instances.
@@ -171,15 +140,9 @@ type InstanceFileResponse struct {
 
 // Network is GET /1.0/networks/<name>.
 type Network struct {
-	Name        string            `json:"name"`
-	Description string            `json:"description"`
-	Type        string            `json:"type"`
-	Managed     bool              `json:"managed"`
-	Status      string            `json:"status"`
-	Config      map[string]string `json:"config"`
-	UsedBy      []string          `json:"used_by"`
-	Locations   []string          `json:"locations"`
-	Project     string            `json:"project"`
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Managed bool   `json:"managed"`
 }
 
 // NetworkLease is a DHCP lease (or static allocation) of a managed network.
@@ -187,7 +150,6 @@ type NetworkLease struct {
 	Hostname string `json:"hostname"`
 	Hwaddr   string `json:"hwaddr"`
 	Address  string `json:"address"`
-	Type     string `json:"type"` // static or dynamic
-	Location string `json:"location"`
+	Type     string `json:"type"`    // static or dynamic
 	Project  string `json:"project"` // Incus only
 }

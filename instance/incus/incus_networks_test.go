@@ -18,7 +18,7 @@ func TestNetworksAndLeases(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(nets) != 2 || nets[0].Name != "incusbr0" || !nets[0].Managed || nets[1].Managed || nets[0].Config["ipv4.address"] != "10.0.3.1/24" {
+		if len(nets) != 2 || nets[0].Name != "incusbr0" || !nets[0].Managed || nets[1].Managed {
 			t.Errorf("networks %+v", nets)
 		}
 		leases, err := c.GetNetworkLeases(testCtx(t), "incusbr0")
@@ -26,8 +26,8 @@ func TestNetworksAndLeases(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := []NetworkLease{
-			{Hostname: "acme-app-01", Hwaddr: "00:16:3e:2c:89:d9", Address: "10.0.3.17", Type: "dynamic", Location: "none", Project: "acme.app"},
-			{Hostname: "acme-app-01", Address: "fd42::17", Type: "dynamic", Location: "none"},
+			{Hostname: "acme-app-01", Hwaddr: "00:16:3e:2c:89:d9", Address: "10.0.3.17", Type: "dynamic", Project: "acme.app"},
+			{Hostname: "acme-app-01", Address: "fd42::17", Type: "dynamic"},
 		}
 		if !reflect.DeepEqual(leases, want) {
 			t.Errorf("leases %+v", leases)

@@ -125,7 +125,7 @@ func TestOperationGet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := op.Get(); got.ID != "op1" || got.StatusCode != Running || got.Class != "task" {
+	if got := op.Get(); got.ID != "op1" || got.StatusCode != Running {
 		t.Fatalf("op = %+v", got)
 	}
 	info, _, err := c.GetOperationWait(testCtx(t), "missing", 5)
