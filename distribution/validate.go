@@ -121,64 +121,88 @@ func (v *Validator) Validate(ctx context.Context, app artifact.App, commit strin
 	if err != nil {
 		return err
 	}
-	sizes := make(map[string]int64, len(infos))
+	b := &build{app: app, prefix: prefix, keys: keys, allowUnsigned: allowUnsigned, sizes: make(map[string]int64, len(infos))}
 	for _, info := range infos {
-		sizes[strings.TrimPrefix(info.Key, prefix)] = info.Size
+		b.sizes[strings.TrimPrefix(info.Key, prefix)] = info.Size
 	}
-	var problems []Problem
-	var wanted []wantedFile
 	for _, arch := range archs {
-		raw, err := v.readIndex(ctx, prefix+arch+"/"+artifact.IndexFile)
-		if errors.Is(err, ErrIndexTooLarge) {
-			problems = append(problems, Problem{arch, arch + "/" + artifact.IndexFile, ProblemIndex, fmt.Sprintf("larger than %d bytes", MaxIndexSize)})
-			continue
-		}
-		if err != nil {
+		if err := v.checkIndex(ctx, b, arch); err != nil {
 			return err
 		}
-		entries, err := artifact.ReadIndex(bytes.NewReader(raw))
-		if err != nil {
-			problems = append(problems, Problem{arch, arch + "/" + artifact.IndexFile, ProblemIndex, err.Error()})
-			continue
-		}
-		if p, ok := signatureProblem(app, raw, keys, allowUnsigned); !ok {
-			p.Arch, p.File = arch, arch+"/"+artifact.IndexFile
-			problems = append(problems, p)
-		}
-		for _, e := range entries {
-			// A package lives under its own A: arch, e.g. noarch, not
-			// the index's (apk-protocol.md §1).
-			dir := e.Arch
-			if dir == "" {
-				dir = arch
-			}
-			path := dir + "/" + e.Filename()
-			bad := func(kind, format string, args ...any) {
-				problems = append(problems, Problem{arch, path, kind, fmt.Sprintf(format, args...)})
-			}
-			if artifact.ValidName("arch", dir) != nil || artifact.ValidFile(e.Filename()) != nil {
-				bad(ProblemMissing, "apk would fetch %s, which is not a valid artifact path", path)
-				continue
-			}
-			size, ok := sizes[path]
-			switch {
-			case !ok:
-				bad(ProblemMissing, "listed in the index but not in the build")
-			case e.Size >= 0 && e.Size != size:
-				bad(ProblemSize, "%d bytes, the index says %d (S:)", size, e.Size)
-			case e.Checksum == "":
-				// apk trusts a package only through the index's C: (apk-protocol.md §5).
-				bad(ProblemChecksum, "the index gives no checksum (C:) for it")
-			default:
-				wanted = append(wanted, wantedFile{arch, path, e.Checksum})
-			}
-		}
 	}
-	more, err := v.checksums(ctx, prefix, wanted)
+	more, err := v.checksums(ctx, prefix, b.wanted)
 	if err != nil {
 		return err
 	}
-	problems = append(problems, more...)
+	return refusal(app, commit, append(b.problems, more...))
+}
+
+// build is what Validate learns of a build, index by index.
+type build struct {
+	app           artifact.App
+	prefix        string
+	keys          map[string]*rsa.PublicKey
+	allowUnsigned bool
+	sizes         map[string]int64 // by path below the commit
+	problems      []Problem
+	wanted        []wantedFile // packages whose checksum is left to check
+}
+
+// checkIndex reads arch's index, checks its signature and that every
+// file it lists is in the build with the listed size. It returns only
+// storage errors.
+func (v *Validator) checkIndex(ctx context.Context, b *build, arch string) error {
+	file := arch + "/" + artifact.IndexFile
+	raw, err := v.readIndex(ctx, b.prefix+file)
+	if errors.Is(err, ErrIndexTooLarge) {
+		b.problems = append(b.problems, Problem{arch, file, ProblemIndex, fmt.Sprintf("larger than %d bytes", MaxIndexSize)})
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	entries, err := artifact.ReadIndex(bytes.NewReader(raw))
+	if err != nil {
+		b.problems = append(b.problems, Problem{arch, file, ProblemIndex, err.Error()})
+		return nil
+	}
+	if p, ok := signatureProblem(b.app, raw, b.keys, b.allowUnsigned); !ok {
+		p.Arch, p.File = arch, file
+		b.problems = append(b.problems, p)
+	}
+	for _, e := range entries {
+		// A package lives under its own A: arch, e.g. noarch, not the
+		// index's (apk-protocol.md §1).
+		dir := e.Arch
+		if dir == "" {
+			dir = arch
+		}
+		path := dir + "/" + e.Filename()
+		bad := func(kind, format string, args ...any) {
+			b.problems = append(b.problems, Problem{arch, path, kind, fmt.Sprintf(format, args...)})
+		}
+		if artifact.ValidName("arch", dir) != nil || artifact.ValidFile(e.Filename()) != nil {
+			bad(ProblemMissing, "apk would fetch %s, which is not a valid artifact path", path)
+			continue
+		}
+		size, ok := b.sizes[path]
+		switch {
+		case !ok:
+			bad(ProblemMissing, "listed in the index but not in the build")
+		case e.Size >= 0 && e.Size != size:
+			bad(ProblemSize, "%d bytes, the index says %d (S:)", size, e.Size)
+		case e.Checksum == "":
+			// apk trusts a package only through the index's C: (apk-protocol.md §5).
+			bad(ProblemChecksum, "the index gives no checksum (C:) for it")
+		default:
+			b.wanted = append(b.wanted, wantedFile{arch, path, e.Checksum})
+		}
+	}
+	return nil
+}
+
+// refusal is the *ValidationError for problems, nil when there are none.
+func refusal(app artifact.App, commit string, problems []Problem) error {
 	if len(problems) == 0 {
 		return nil
 	}
