@@ -248,19 +248,13 @@ func (o *options) setFlag(a string) bool {
 	return true
 }
 
+// shortFlags are the long options that have a one-letter form.
+var shortFlags = map[rune]string{'U': "--update-cache", 'u': "--upgrade", 'q': "--quiet", 'v': "--verbose"}
+
 // setShort sets bundled short flags, e.g. "Uu" of -Uu.
 func (o *options) setShort(flags string) error {
 	for _, f := range flags {
-		switch f {
-		case 'U':
-			o.updateCache, o.cacheMaxAge = true, updateCacheMaxAge
-		case 'u':
-			o.upgrade = true
-		case 'q':
-			o.quiet = true
-		case 'v':
-			o.verbose = true
-		default:
+		if !o.setFlag(shortFlags[f]) {
 			return fmt.Errorf("unknown option -%c", f)
 		}
 	}

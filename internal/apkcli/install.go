@@ -41,10 +41,7 @@ const installedURI = "installed:"
 //     (or something it depends on); -u picks the newest version, which
 //     may be the installed one: `add -u` never downgrades.
 func (c *cli) add(args []string) error {
-	if len(args) == 0 {
-		return errors.New("add: no packages given")
-	}
-	d, err := c.openDB()
+	d, err := c.openFor("add", args)
 	if err != nil {
 		return err
 	}
@@ -169,6 +166,14 @@ func (c *cli) applyAdd(d *db, steps []*addStep) error {
 		}
 	}
 	return nil
+}
+
+// openFor opens the database for cmd, which needs packages named.
+func (c *cli) openFor(cmd string, names []string) (*db, error) {
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%s: no packages given", cmd)
+	}
+	return c.openDB()
 }
 
 // mergeWorld returns world with the add arguments in place of the entries
@@ -617,10 +622,7 @@ func (c *cli) execScript(label string, body []byte, args []string) error {
 // del is `apk del PACKAGE...`: remove the packages from the world, then
 // every installed package the world no longer needs.
 func (c *cli) del(names []string) error {
-	if len(names) == 0 {
-		return errors.New("del: no packages given")
-	}
-	d, err := c.openDB()
+	d, err := c.openFor("del", names)
 	if err != nil {
 		return err
 	}
