@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/uplinkhq/uplink/internal/testenv"
 )
 
 const (
@@ -22,9 +24,8 @@ const (
 
 // proc is one server process that the harness started.
 type proc struct {
+	*testenv.Proc
 	name string
-	cmd  *exec.Cmd
-	done chan struct{}
 	log  string
 }
 
@@ -69,65 +70,39 @@ func (ps *procs) start(ctx context.Context, name, logDir, bin string, args []str
 		return nil, err
 	}
 	defer out.Close()
-	p := &proc{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{}), log: logPath}
-	p.cmd.Stdout, p.cmd.Stderr = out, out
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = out, out
 	// The server dies with the harness even if the harness is killed.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	started, err := testenv.StartProc(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	go func() {
-		p.cmd.Wait()
-		close(p.done)
-	}()
+	p := &proc{Proc: started, name: name, log: logPath}
 	ps.add(p)
-	if err := p.waitReady(ctx, ready); err != nil {
+	if err := p.WaitReady(ctx, startTimeout, 20*time.Millisecond, ready); err != nil {
+		if ctx.Err() == nil {
+			err = fmt.Errorf("%s %v:\n%s", p.name, err, p.tail())
+		}
 		ps.stop(p)
 		return nil, err
 	}
 	return p, nil
 }
 
-func (p *proc) waitReady(ctx context.Context, ready func() error) error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		err := ready()
-		switch {
-		case err == nil:
-			return nil
-		case p.exited():
-			return fmt.Errorf("%s exited during start-up (%v):\n%s", p.name, p.cmd.ProcessState, p.tail())
-		case time.Now().After(deadline):
-			return fmt.Errorf("%s not ready after %v: %v\n%s", p.name, startTimeout, err, p.tail())
-		case ctx.Err() != nil:
-			return ctx.Err()
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // stop asks the process to stop (SIGTERM), kills it if it does not, and
 // waits until it is gone.
 func (p *proc) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-p.done:
+	case <-p.Done:
 	case <-time.After(stopTimeout):
-		p.cmd.Process.Kill()
-		<-p.done
+		p.Cmd.Process.Kill()
+		<-p.Done
 	}
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *proc) pid() int { return p.Cmd.Process.Pid }
 
 // tail returns the end of the process's log, for error messages.
 func (p *proc) tail() string {

@@ -71,7 +71,9 @@ type Incus struct {
 
 	pid    int
 	client *http.Client // over Socket
-	proc   *daemonProc
+	// proc is the daemon, started without Pdeathsig: when the test binary
+	// dies the reaper, not the kernel, must stop it after its instances.
+	proc *Proc
 }
 
 // daemonKind describes how to run one kind of daemon.
@@ -148,23 +150,6 @@ func startShared(t testing.TB, s *shared, kind daemonKind) *Incus {
 	return s.d
 }
 
-// daemonProc is the daemon process, started without Pdeathsig: when the
-// test binary dies the reaper, not the kernel, must stop it after its
-// instances.
-type daemonProc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (p *daemonProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
 func startDaemon(kind daemonKind) (*Incus, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("must run as root to start %s (CI does); euid is %d", kind.name, os.Geteuid())
@@ -201,7 +186,7 @@ func startDaemon(kind daemonKind) (*Incus, error) {
 		d.teardown(d.proc)
 		return nil, err
 	}
-	srv, err := d.waitAPI(kind.name, cmd)
+	srv, err := d.waitAPI(kind.name)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -237,16 +222,11 @@ func (d *Incus) launch(kind daemonKind, bin string, env []string) (*exec.Cmd, er
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own session: a ^C to `go test` must not kill it before the reaper ran.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	if d.proc, err = StartProc(cmd); err != nil {
 		os.RemoveAll(d.Dir)
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	d.pid = cmd.Process.Pid
-	d.proc = &daemonProc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		close(d.proc.done)
-	}()
 	if err := startReaper(d); err != nil {
 		d.teardown(nil)
 		return nil, err
@@ -258,27 +238,21 @@ func (d *Incus) launch(kind daemonKind, bin string, env []string) (*exec.Cmd, er
 }
 
 // waitAPI waits up to a minute for the daemon to answer GET /1.0.
-func (d *Incus) waitAPI(name string, cmd *exec.Cmd) (serverInfo, error) {
+func (d *Incus) waitAPI(name string) (serverInfo, error) {
 	var srv serverInfo
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	err := d.proc.WaitReady(context.Background(), 60*time.Second, 50*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		resp, err := d.Query(ctx, http.MethodGet, "/1.0", nil)
-		cancel()
-		if err == nil {
-			err = json.Unmarshal(resp.Metadata, &srv)
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			return srv, nil
-		}
-		if d.proc.exited() {
-			return srv, fmt.Errorf("%s exited during start-up: %v", name, cmd.ProcessState)
-		}
-		if time.Now().After(deadline) {
-			return srv, fmt.Errorf("%s not ready after 60s: %v", name, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return json.Unmarshal(resp.Metadata, &srv)
+	})
+	if err != nil {
+		return srv, fmt.Errorf("%s %w", name, err)
 	}
+	return srv, nil
 }
 
 type serverInfo struct {
@@ -896,11 +870,11 @@ func StopDaemons() {
 // teardown force-stops all instances, stops the daemon, unmounts what it
 // left mounted below Dir and removes Dir and empty lxc.pivot cgroups.
 // proc is nil in the reaper, which is not the daemon's parent.
-func (d *Incus) teardown(proc *daemonProc) []string {
+func (d *Incus) teardown(proc *Proc) []string {
 	var problems []string
 	alive := func() bool {
 		if proc != nil {
-			return !proc.exited()
+			return !proc.Exited()
 		}
 		return processIs(d.pid, d.Kind)
 	}

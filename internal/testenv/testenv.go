@@ -41,10 +41,9 @@ func FreePort(t testing.TB) int {
 
 // process is one run of a server binary.
 type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-	log  *bytes.Buffer // stdout+stderr, for failure messages
-	mu   sync.Mutex    // guards log
+	*Proc
+	log *bytes.Buffer // stdout+stderr, for failure messages
+	mu  sync.Mutex    // guards log
 }
 
 func (p *process) Write(b []byte) (int, error) {
@@ -63,52 +62,32 @@ func (p *process) output() string {
 	return s
 }
 
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // kill stops the process and waits until it is gone (its port is free).
 func (p *process) kill() {
-	p.cmd.Process.Kill()
-	<-p.done
+	p.Cmd.Process.Kill()
+	<-p.Done
 }
 
 // start runs bin and waits until ready reports nil, failing t otherwise.
 func start(t testing.TB, name, bin string, args []string, dir string, ready func() error) *process {
 	t.Helper()
-	p := &process{log: new(bytes.Buffer), done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Dir = dir
-	p.cmd.Stdout = p
-	p.cmd.Stderr = p
-	p.cmd.SysProcAttr = sysProcAttr()
-	if err := p.cmd.Start(); err != nil {
+	p := &process{log: new(bytes.Buffer)}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout = p
+	cmd.Stderr = p
+	cmd.SysProcAttr = sysProcAttr()
+	var err error
+	if p.Proc, err = StartProc(cmd); err != nil {
 		t.Fatalf("testenv: start %s: %v", name, err)
 	}
-	go func() {
-		p.cmd.Wait()
-		close(p.done)
-	}()
-	deadline := time.Now().Add(startTimeout)
-	for {
-		err := ready()
-		if err == nil {
-			return p
-		}
-		if p.exited() {
-			t.Fatalf("testenv: %s exited during start-up: %v\ncommand: %s\noutput:\n%s", name, p.cmd.ProcessState, p.cmd, p.output())
-		}
-		if time.Now().After(deadline) {
+	if err := p.WaitReady(context.Background(), startTimeout, 20*time.Millisecond, ready); err != nil {
+		if !p.Exited() {
 			p.kill()
-			t.Fatalf("testenv: %s not ready after %v: %v\ncommand: %s\noutput:\n%s", name, startTimeout, err, p.cmd, p.output())
 		}
-		time.Sleep(20 * time.Millisecond)
+		t.Fatalf("testenv: %s %v\ncommand: %s\noutput:\n%s", name, err, p.Cmd, p.output())
 	}
+	return p
 }
 
 // Redis is a redis-server on 127.0.0.1 without persistence.
