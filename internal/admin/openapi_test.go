@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/uplinkhq/uplink/distribution"
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/storage/filesystem"
 )
 
@@ -69,4 +71,47 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if len(registered) < 20 {
 		t.Fatalf("only %d routes registered: %q", len(registered), registered)
 	}
+}
+
+// TestOpenAPIShapes: the schemas of the document name exactly the fields
+// the API's types send.
+func TestOpenAPIShapes(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]any{"Operation": api.Operation{}, "Endpoint": api.Endpoint{}, "Channel": api.Channel{}} {
+		var documented []string
+		for p := range doc.Components.Schemas[name].Properties {
+			documented = append(documented, p)
+		}
+		sent := jsonFields(reflect.TypeOf(v))
+		slices.Sort(documented)
+		slices.Sort(sent)
+		if !slices.Equal(documented, sent) {
+			t.Errorf("schema %s documents %q; api.%s sends %q", name, documented, name, sent)
+		}
+	}
+}
+
+// jsonFields lists the JSON names of a struct's fields, embedded ones
+// included.
+func jsonFields(t reflect.Type) []string {
+	var out []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case f.Anonymous && name == "":
+			out = append(out, jsonFields(f.Type)...)
+		case name != "-" && name != "":
+			out = append(out, name)
+		}
+	}
+	return out
 }
