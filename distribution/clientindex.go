@@ -84,11 +84,13 @@ type clientEntry struct {
 }
 
 // Defaults of ClientIndexConfig (and of uplink serve's flags). The Redis
-// ones hold for every Redis user of the distribution side.
+// ones and DefaultMaxEntries hold for every cache of the distribution side
+// that shares its memory through Redis (this one and cache.Refs).
 const (
 	DefaultClientIndexTTL = 5 * time.Hour
 	DefaultRedisTimeout   = 100 * time.Millisecond
 	DefaultRedisPrefix    = "uplink:v1:"
+	DefaultMaxEntries     = 100_000
 )
 
 // NewClientIndexes returns an empty memory of clients' indexes.
@@ -103,7 +105,7 @@ func NewClientIndexes(cfg ClientIndexConfig) *ClientIndexes {
 		cfg.RedisTimeout = DefaultRedisTimeout
 	}
 	if cfg.MaxEntries <= 0 {
-		cfg.MaxEntries = 100_000
+		cfg.MaxEntries = DefaultMaxEntries
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultRedisPrefix

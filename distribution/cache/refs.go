@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
@@ -75,7 +76,7 @@ type Refs struct {
 	log   *slog.Logger
 
 	mu      sync.Mutex
-	entries map[refKey]*refEntry
+	entries *simplelru.LRU[refKey, *refEntry] // bounded by MaxEntries
 	// seq counts invalidations; an entry is valid only while no
 	// invalidation of its app (or of everything) happened after its load
 	// started.
@@ -153,7 +154,7 @@ func NewRefs(inner ref.Resolver, cfg RefsConfig) *Refs {
 		cfg.LoadTimeout = 10 * time.Second
 	}
 	if cfg.MaxEntries <= 0 {
-		cfg.MaxEntries = 100_000
+		cfg.MaxEntries = distribution.DefaultMaxEntries
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = distribution.DefaultRedisPrefix
@@ -165,7 +166,6 @@ func NewRefs(inner ref.Resolver, cfg RefsConfig) *Refs {
 		inner:   inner,
 		cfg:     cfg,
 		log:     cfg.Logger,
-		entries: map[refKey]*refEntry{},
 		appSeq:  map[artifact.App]uint64{},
 		pending: map[artifact.App]*announcement{},
 		wake:    make(chan struct{}, 1),
@@ -182,6 +182,7 @@ func NewRefs(inner ref.Resolver, cfg RefsConfig) *Refs {
 			Help: "Publishes that Redis missed, by how their retried announcement ended: delivered, expired (given up after the Redis TTL) or dropped (queue full).",
 		}, []string{"result"}),
 	}
+	c.entries, _ = simplelru.NewLRU[refKey, *refEntry](cfg.MaxEntries, nil)
 	if cfg.Identity == nil {
 		id, ns := "", cfg.Prefix
 		c.id.Store(&id)
@@ -210,7 +211,7 @@ func (c *Refs) Resolve(ctx context.Context, app artifact.App, name string) (ref.
 	k := refKey{app, name}
 	now := time.Now()
 	c.mu.Lock()
-	e := c.entries[k]
+	e, _ := c.entries.Get(k)
 	if e != nil && (e.res.Immutable() || e.seq == c.validSeq(app) && now.Before(e.expires)) {
 		c.mu.Unlock()
 		c.localHit.Inc()
@@ -281,13 +282,7 @@ func (c *Refs) store(k refKey, seq uint64, res ref.Resolution, missing bool, rea
 	if c.validSeq(k.app) != seq {
 		return // invalidated while loading: the value may predate the publish
 	}
-	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.cfg.MaxEntries {
-		for old := range c.entries { // evict an arbitrary entry
-			delete(c.entries, old)
-			break
-		}
-	}
-	c.entries[k] = &refEntry{res: res, missing: missing, seq: seq, expires: expires}
+	c.entries.Add(k, &refEntry{res: res, missing: missing, seq: seq, expires: expires})
 }
 
 // invalidateLocal drops this replica's pointers of app (all apps when

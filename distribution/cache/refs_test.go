@@ -123,3 +123,24 @@ func BenchmarkResolveCached(b *testing.B) {
 		c.Resolve(ctx, app, "main")
 	}
 }
+
+// Memory holds at most MaxEntries pointers, dropping the least recently
+// used; not-found answers count too.
+func TestMaxEntries(t *testing.T) {
+	f := &fakeResolver{commit: "a"}
+	c := cache.NewRefs(f, cache.RefsConfig{MaxEntries: 2, TTL: time.Hour})
+	resolve := func(name string) { c.Resolve(t.Context(), app, name) }
+	resolve("main")
+	resolve("gone")
+	resolve("main") // main is now the most recently used
+	resolve("other")
+	calls := f.calls.Load()
+	resolve("main")
+	if f.calls.Load() != calls {
+		t.Fatal("the most recently used pointer was evicted")
+	}
+	resolve("gone")
+	if f.calls.Load() != calls+1 {
+		t.Fatal("the least recently used pointer was kept beyond MaxEntries")
+	}
+}
