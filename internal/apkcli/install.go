@@ -78,12 +78,7 @@ func (c *cli) add(args []string) error {
 	if err := c.applyAdd(d, steps); err != nil {
 		return err
 	}
-	d.world = world
-	if err := d.save(); err != nil {
-		return err
-	}
-	c.printf("%s\n", d.summary())
-	return nil
+	return c.saveWorld(d, world)
 }
 
 // solve selects the packages world needs. Installed packages stay at
@@ -165,6 +160,17 @@ func (c *cli) applyAdd(d *db, steps []*addStep) error {
 			return fmt.Errorf("%s-%s: %v", p.Name, p.Version, err)
 		}
 	}
+	return nil
+}
+
+// saveWorld records world and prints the summary apk prints after a
+// change.
+func (c *cli) saveWorld(d *db, world []string) error {
+	d.world = world
+	if err := d.save(); err != nil {
+		return err
+	}
+	c.printf("%s\n", d.summary())
 	return nil
 }
 
@@ -650,12 +656,7 @@ func (c *cli) del(names []string) error {
 	if err := c.purge(d, world, remove); err != nil {
 		return err
 	}
-	d.world = world
-	if err := d.save(); err != nil {
-		return err
-	}
-	c.printf("%s\n", d.summary())
-	return nil
+	return c.saveWorld(d, world)
 }
 
 // needed returns the installed packages world needs, through installed
