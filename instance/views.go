@@ -2,9 +2,8 @@ package instance
 
 import (
 	"context"
-	"net/url"
-	"strings"
 
+	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/instance/operation"
 )
@@ -91,7 +90,7 @@ func (s *Service) view(ctx context.Context, r *Record, observed []Instance) View
 
 // RepositoryURL is the line an instance of r puts in /etc/apk/repositories.
 func (s *Service) RepositoryURL(spec Spec, c operation.Channel) string {
-	return strings.TrimRight(s.cfg.DistributionURL, "/") + "/distribution/" + url.PathEscape(c.Ref()) + "/" + spec.App
+	return distribution.RepositoryURL(s.cfg.DistributionURL, c.Ref(), spec.App)
 }
 
 // endpoint is where r's channel points now: for a tracked branch, its
