@@ -8,14 +8,14 @@ import (
 	"os"
 	"strings"
 
-	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/internal/client"
 )
 
 // cmdChannel is `uplink channel <installation> --commit <sha> | --tag <t>
 // | --branch <b>`: it changes the channel and follows the operation.
 func cmdChannel(args []string, stdout, stderr io.Writer) int {
-	var to operation.Channel
+	var to instance.Channel
 	var noWait bool
 	fs, cf := newAPIFlagSet("channel", "channel <installation> --commit <sha> | --tag <t> | --branch <b> [flags]")
 	fs.StringVar(&to.Commit, "commit", "", "pin to this commit (a full SHA, or an abbreviation of at least 7 digits)")

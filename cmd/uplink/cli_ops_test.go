@@ -49,8 +49,8 @@ func opStates(id, inst string, steps []string, failAt int) []operation.Operation
 	mk := func(state operation.State, running int, stepState operation.StepState) operation.Operation {
 		op := operation.Operation{
 			ID: id, Kind: operation.KindChangeChannel, Installation: inst, State: state,
-			From:      &operation.Endpoint{Channel: operation.Channel{Branch: "main"}, Resolved: commitA},
-			To:        &operation.Endpoint{Channel: operation.Channel{Commit: commitB}, Resolved: commitB},
+			From:      &operation.Endpoint{Branch: "main", Resolved: commitA},
+			To:        &operation.Endpoint{Commit: commitB, Resolved: commitB},
 			Commit:    commitB,
 			CreatedAt: testTime,
 		}
@@ -661,11 +661,11 @@ func TestChannelBusy(t *testing.T) {
 	}
 
 	// The client's error.
-	_, err := client.New(f.srv.URL, testToken).SetChannel(context.Background(), "web", operation.Channel{Tag: "v1"})
+	_, err := client.New(f.srv.URL, testToken).SetChannel(context.Background(), "web", instance.Channel{Tag: "v1"})
 	var busy *client.BusyError
 	var ae *client.Error
 	f.busyMessage = ""
-	_, err2 := client.New(f.srv.URL, testToken).SetChannel(context.Background(), "web", operation.Channel{Tag: "v1"})
+	_, err2 := client.New(f.srv.URL, testToken).SetChannel(context.Background(), "web", instance.Channel{Tag: "v1"})
 	if !errors.As(err, &busy) || busy.Operation != "" || !errors.As(err, &ae) || ae.Status != 409 {
 		t.Fatalf("SetChannel busy without id: %#v", err)
 	}
@@ -833,7 +833,7 @@ func testView() instance.View {
 	return instance.View{
 		Name: "web",
 		Spec: instance.Spec{
-			App: "acme/web", Package: "web", Channel: operation.Channel{Commit: commitB, Tag: "v1.2"},
+			App: "acme/web", Package: "web", Channel: instance.Channel{Commit: commitB, Tag: "v1.2"},
 			Instances:     instance.Instances{Count: 2, Image: "alpine/3.20", Profiles: []string{"default"}, Project: "default"},
 			KeyName:       "acme-web.rsa.pub",
 			HealthCommand: []string{"/bin/sh", "-c", "wget -q -O- localhost/healthz"},
@@ -853,12 +853,12 @@ func TestInstallations(t *testing.T) {
 	f := newFakeAPI(t)
 	f.installations = []instance.View{
 		testView(),
-		{Name: "api", Spec: instance.Spec{App: "acme/api", Package: "api", Channel: operation.Channel{Branch: "main"}},
+		{Name: "api", Spec: instance.Spec{App: "acme/api", Package: "api", Channel: instance.Channel{Branch: "main"}},
 			ResolvedCommit: commitA, RepositoryURL: "http://uplink:4080/distribution/main/acme/api",
-			LastAttempt: &instance.Attempt{Channel: operation.Channel{Branch: "bad"}, Commit: commitB, Operation: "api.3",
+			LastAttempt: &instance.Attempt{Channel: instance.Channel{Branch: "bad"}, Commit: commitB, Operation: "api.3",
 				Error: "verify-package: package \"api\" is not in the x86_64 repository of commit " + commitB + "\nmore"}},
 		{Name: "new", Spec: instance.Spec{App: "acme/new", Package: "new"},
-			Pending: &instance.Attempt{Channel: operation.Channel{Commit: commitA}, Commit: commitA, Operation: "new.1"}},
+			Pending: &instance.Attempt{Channel: instance.Channel{Commit: commitA}, Commit: commitA, Operation: "new.1"}},
 	}
 	stdout, stderr, code := runCmd(cmdInstallations, f.args()...)
 	want := "NAME  APP       PACKAGE  CHANNEL      COMMIT        REPOSITORY URL                                                                     LAST OP          LAST ATTEMPT\n" +
@@ -919,9 +919,9 @@ func TestHistory(t *testing.T) {
 	clearUplinkEnv(t)
 	f := newFakeAPI(t)
 	f.history["web"] = []instance.HistoryEntry{
-		{From: &operation.Channel{Branch: "main"}, To: operation.Channel{Commit: commitB, Tag: "v1.2"}, Commit: commitB,
+		{From: &instance.Channel{Branch: "main"}, To: instance.Channel{Commit: commitB, Tag: "v1.2"}, Commit: commitB,
 			At: testTime.Add(time.Hour), Operation: "web.2", Result: operation.Running},
-		{To: operation.Channel{Branch: "main"}, Commit: commitA, At: testTime, Operation: "web.1", Result: operation.Succeeded},
+		{To: instance.Channel{Branch: "main"}, Commit: commitA, At: testTime, Operation: "web.1", Result: operation.Succeeded},
 	}
 	stdout, stderr, code := runCmd(cmdHistory, f.args("web")...)
 	when1, when2 := localTime(testTime.Add(time.Hour)), localTime(testTime)

@@ -9,6 +9,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/internal/client"
 )
@@ -182,7 +183,8 @@ func endpointLong(e *operation.Endpoint) string {
 	if e == nil {
 		return "-"
 	}
-	s := channelString(&e.Channel)
+	c := instance.ChannelOf(*e)
+	s := channelString(&c)
 	if e.Resolved != "" && (e.Commit == "" || e.Tag != "") {
 		s += " (" + short(e.Resolved) + ")"
 	}

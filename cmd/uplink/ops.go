@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/instance/operation"
 )
 
@@ -100,5 +101,6 @@ func endpointString(e *operation.Endpoint) string {
 	if e == nil {
 		return "-"
 	}
-	return channelString(&e.Channel)
+	c := instance.ChannelOf(*e)
+	return channelString(&c)
 }

@@ -62,7 +62,7 @@ func (c *Client) DeleteInstallation(ctx context.Context, name string) (*operatio
 // abbreviated SHA) to pin to, a tag to pin to the commit it names now, or
 // a branch to track. While another operation of the installation runs,
 // the error is a *BusyError.
-func (c *Client) SetChannel(ctx context.Context, name string, to operation.Channel) (*operation.Operation, error) {
+func (c *Client) SetChannel(ctx context.Context, name string, to instance.Channel) (*operation.Operation, error) {
 	n := 0
 	for _, s := range []string{to.Commit, to.Tag, to.Branch} {
 		if s != "" {
