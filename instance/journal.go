@@ -17,7 +17,10 @@ func (s *Service) Operation(ctx context.Context, id string) (*operation.Operatio
 	if name == "" {
 		return nil, opNotFound(id)
 	}
-	r, err := s.loadOr(ctx, name, opNotFound(id))
+	r, _, err := s.load(ctx, name)
+	if storage.IsNotFound(err) {
+		return nil, opNotFound(id)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -38,8 +41,10 @@ func (s *Service) Operations(ctx context.Context, name string) ([]*operation.Ope
 	if ValidName(name) != nil {
 		return nil, notFound(name)
 	}
-	// A deleted installation's operations stay readable.
-	r, err := s.loadOr(ctx, name, notFound(name))
+	r, _, err := s.load(ctx, name)
+	if storage.IsNotFound(err) {
+		return nil, notFound(name)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -118,12 +123,12 @@ func (r *Record) end(op *operation.Operation, now time.Time) *operation.Operatio
 	case op.State == operation.Succeeded:
 		// An upgrade that succeeds supersedes a failed one on its channel,
 		// not a failed change to another channel.
-		if op.Kind == operation.KindChangeChannel || r.LastAttempt != nil && r.LastAttempt.Channel == ChannelOf(*op.To) {
+		if op.Kind == operation.KindChangeChannel || r.LastAttempt != nil && r.LastAttempt.Channel == op.To.Channel {
 			r.LastAttempt = nil
 		}
-		r.Spec.Channel, r.Commit, r.UpdatedAt = ChannelOf(*op.To), op.To.Resolved, now
+		r.Spec.Channel, r.Commit, r.UpdatedAt = op.To.Channel, op.To.Resolved, now
 	default:
-		r.LastAttempt = &Attempt{Channel: ChannelOf(*op.To), Commit: op.To.Resolved, Operation: op.ID, Error: op.Error}
+		r.LastAttempt = &Attempt{Channel: op.To.Channel, Commit: op.To.Resolved, Operation: op.ID, Error: op.Error}
 		r.UpdatedAt = now
 	}
 	held := ""
@@ -150,9 +155,8 @@ func (s *Service) Target(ctx context.Context, op *operation.Operation) (operatio
 		HealthCommand: sp.HealthCommand,
 	}
 	if op.To != nil {
-		to := ChannelOf(*op.To)
-		t.Ref, t.Commit = to.Ref(), op.To.Resolved
-		t.RepositoryURL = s.RepositoryURL(sp, to)
+		t.Ref, t.Commit = op.To.Ref(), op.To.Resolved
+		t.RepositoryURL = s.RepositoryURL(sp, op.To.Channel)
 		if app, err := artifact.ParseApp(sp.App); err == nil && t.Commit != "" {
 			if b, err := s.cfg.Refs.Build(ctx, app, t.Commit); err == nil {
 				t.Archs = b.Archs

@@ -21,11 +21,6 @@ import (
 // a marker whose operation is finished or gone removes it.
 const unfinishedPrefix = "meta/unfinished/"
 
-// fullScan is how often the index is checked against every record: an
-// uplink older than the index, still running beside this one during a
-// rolling upgrade, queues operations without markers.
-const fullScan = 5 * time.Minute
-
 // staleMarker is how long a marker may name an operation its record does
 // not hold yet (a queue whose record write failed) before it is removed;
 // far longer than a record write takes.
@@ -48,9 +43,9 @@ func parseUnfinishedKey(key string) (name string, seq int64) {
 
 type unfinishedIndex struct {
 	d storage.Driver
-	// scanned is when (unix nanoseconds) a full scan of the records last
-	// marked every unfinished operation; 0 before the first.
-	scanned atomic.Int64
+	// indexed is set once a full scan of the records has marked every
+	// operation queued before the index existed.
+	indexed atomic.Bool
 }
 
 func (x *unfinishedIndex) mark(ctx context.Context, id string) error {
@@ -67,14 +62,12 @@ func (x *unfinishedIndex) unmark(ctx context.Context, id string) {
 
 // Unfinished implements operation.Journal: the queued and running
 // operations, oldest first per installation (they run in order). The
-// first call, and one every fullScan, reads every record to index what
-// an older uplink queued; the others list the index and read only the
-// records it names.
+// first call reads every record, to index what an older uplink queued;
+// later ones list the index and read only the records it names.
 func (s *Service) Unfinished(ctx context.Context) ([]string, error) {
-	if last := s.unfinished.scanned.Load(); last != 0 && time.Since(time.Unix(0, last)) < fullScan {
+	if s.unfinished.indexed.Load() {
 		return s.indexedUnfinished(ctx)
 	}
-	start := time.Now()
 	rs, err := s.records(ctx)
 	if err != nil {
 		return nil, err
@@ -90,7 +83,7 @@ func (s *Service) Unfinished(ctx context.Context) ([]string, error) {
 			}
 		}
 	}
-	s.unfinished.scanned.Store(start.UnixNano())
+	s.unfinished.indexed.Store(true)
 	return ids, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/instance/operation"
 )
 
 // MaxInstances bounds instances.count.
@@ -34,7 +35,7 @@ func ValidName(s string) error {
 
 // ValidChannel checks that exactly one of branch, commit and tag is set,
 // and well formed.
-func ValidChannel(c Channel) error {
+func ValidChannel(c operation.Channel) error {
 	n := 0
 	for _, v := range []string{c.Branch, c.Commit, c.Tag} {
 		if v != "" {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/internal/api"
 )
 
 // cmdBuilds is `uplink builds <org>/<app> [--branch b]`.
@@ -32,7 +32,7 @@ func cmdBuilds(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
-	printList(stdout, cf.json, "builds", list, "COMMIT\tBRANCH\tTAGS\tARCHS\tPUBLISHED\tMESSAGE", func(b ref.Build) []string {
+	printList(stdout, cf.json, "builds", list, "COMMIT\tBRANCH\tTAGS\tARCHS\tPUBLISHED\tMESSAGE", func(b api.Build) []string {
 		return []string{short(b.Commit), b.Branch, strings.Join(b.Tags, ","), strings.Join(b.Archs, ","),
 			b.PublishedAt.Local().Format(time.DateTime), firstLine(b.Message)}
 	})

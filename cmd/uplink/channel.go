@@ -8,14 +8,14 @@ import (
 	"os"
 	"strings"
 
-	"github.com/uplinkhq/uplink/instance"
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/client"
 )
 
 // cmdChannel is `uplink channel <installation> --commit <sha> | --tag <t>
 // | --branch <b>`: it changes the channel and follows the operation.
 func cmdChannel(args []string, stdout, stderr io.Writer) int {
-	var to instance.Channel
+	var to api.Channel
 	var noWait bool
 	fs, cf := newAPIFlagSet("channel", "channel <installation> --commit <sha> | --tag <t> | --branch <b> [flags]")
 	fs.StringVar(&to.Commit, "commit", "", "pin to this commit (a full SHA, or an abbreviation of at least 7 digits)")
@@ -57,8 +57,8 @@ func cmdChannel(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	op, err := c.SetChannel(ctx, name, to)
 	if err != nil {
-		var busy *client.BusyError
-		if errors.As(err, &busy) {
+		var busy *client.Error
+		if errors.As(err, &busy) && busy.Busy() {
 			return busyError(ctx, c, stderr, name, busy)
 		}
 		return fail(stderr, err)
@@ -75,7 +75,7 @@ func cmdChannel(args []string, stdout, stderr io.Writer) int {
 }
 
 // busyError reports that another operation of the installation runs.
-func busyError(ctx context.Context, c *client.Client, stderr io.Writer, name string, busy *client.BusyError) int {
+func busyError(ctx context.Context, c *client.Client, stderr io.Writer, name string, busy *client.Error) int {
 	id := busy.Operation
 	if id == "" {
 		if ops, err := c.Operations(ctx, name); err == nil {

@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/apktest"
 	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/server"
@@ -76,7 +76,7 @@ func startHTTPChaos(t *testing.T, bin string, bigSize int, args ...string) *http
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.api.Publish(ctx, "acme/hello", ref.PublishRequest{Commit: commit, Branch: "main"}); err != nil {
+	if _, err := s.api.Publish(ctx, "acme/hello", api.PublishRequest{Commit: commit, Branch: "main"}); err != nil {
 		t.Fatal(err)
 	}
 	base := "http://" + s.distAddr + "/distribution/main/acme/hello/x86_64/"

@@ -21,9 +21,9 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
-	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/apktest"
 	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/testenv"
@@ -123,7 +123,7 @@ func (e *chaosPublishEnv) upload(r *replica, commit, version string) {
 func (e *chaosPublishEnv) publish(r *replica, commit string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := r.api.Publish(ctx, "acme/hello", ref.PublishRequest{Commit: commit, Branch: "main", Tags: []string{"stable"}})
+	_, err := r.api.Publish(ctx, "acme/hello", api.PublishRequest{Commit: commit, Branch: "main", Tags: []string{"stable"}})
 	return err
 }
 
@@ -244,7 +244,7 @@ func TestChaosPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	history := []string{commits[0]}
-	spec := instance.Spec{App: "acme/hello", Package: "hello", Channel: instance.Channel{Branch: "main"},
+	spec := instance.Spec{App: "acme/hello", Package: "hello", Channel: operation.Channel{Branch: "main"},
 		Instances: instance.Instances{Image: "alpine/3.20"}, PublicKey: string(e.key.PublicPEM()), KeyName: e.key.Name}
 	var v instance.View
 	if err := r.api.JSON(context.Background(), http.MethodPut, "/api/v1/installations/web", spec, &v); err != nil {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/apktest"
 	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/testenv"
@@ -30,8 +30,8 @@ func TestChaosRanges(t *testing.T) {
 	proxy := testenv.StartCutProxy(t, gw.Endpoint)
 	listen, dist, admin := listenEnv(t)
 	proc := startServe(t, t.TempDir(), cliEnv(append(listen, s3Env(gw, proxy.Addr, bucket, "")...)...))
-	api := client.New(admin, replicaToken)
-	waitReady(t, proc, api)
+	cl := client.New(admin, replicaToken)
+	waitReady(t, proc, cl)
 
 	// A package of 64 KiB that gzip cannot shrink, so that 5,000 one-byte
 	// ranges two bytes apart are all distinct and satisfiable.
@@ -45,11 +45,11 @@ func TestChaosRanges(t *testing.T) {
 	ctx := context.Background()
 	for _, p := range []string{"x86_64/big-1.0-r0.apk", "x86_64/APKINDEX.tar.gz"} {
 		arch, name, _ := strings.Cut(p, "/")
-		if err := api.Upload(ctx, "acme/big", commit, arch, name, filepath.Join(dir, p)); err != nil {
+		if err := cl.Upload(ctx, "acme/big", commit, arch, name, filepath.Join(dir, p)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := api.Publish(ctx, "acme/big", ref.PublishRequest{Commit: commit, Branch: "main"}); err != nil {
+	if _, err := cl.Publish(ctx, "acme/big", api.PublishRequest{Commit: commit, Branch: "main"}); err != nil {
 		t.Fatal(err)
 	}
 	pkg := files["x86_64/big-1.0-r0.apk"]

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/server"
 )
@@ -43,14 +43,26 @@ var (
 
 // opStates is the succession of states of an operation that runs steps
 // one by one: queued, each step running then done, succeeded; or, with
-// failAt >= 0, failed at that step.
-func opStates(id, inst string, steps []string, failAt int) []operation.Operation {
+// failAt >= 0, failed at that step. They are made as the service records
+// them and sent as the API shows them.
+func opStates(id, inst string, steps []string, failAt int) []api.Operation {
+	var out []api.Operation
+	for _, op := range recordedStates(id, inst, steps, failAt) {
+		var w api.Operation
+		b, _ := json.Marshal(op)
+		json.Unmarshal(b, &w)
+		out = append(out, w)
+	}
+	return out
+}
+
+func recordedStates(id, inst string, steps []string, failAt int) []operation.Operation {
 	at := func(i int) *time.Time { t := testTime.Add(time.Duration(i) * time.Second); return &t }
 	mk := func(state operation.State, running int, stepState operation.StepState) operation.Operation {
 		op := operation.Operation{
 			ID: id, Kind: operation.KindChangeChannel, Installation: inst, State: state,
-			From:      &operation.Endpoint{Branch: "main", Resolved: commitA},
-			To:        &operation.Endpoint{Commit: commitB, Resolved: commitB},
+			From:      &operation.Endpoint{Channel: operation.Channel{Branch: "main"}, Resolved: commitA},
+			To:        &operation.Endpoint{Channel: operation.Channel{Commit: commitB}, Resolved: commitB},
 			Commit:    commitB,
 			CreatedAt: testTime,
 		}
@@ -94,8 +106,8 @@ func opStates(id, inst string, steps []string, failAt int) []operation.Operation
 
 // fakeOp is an operation of fakeAPI and how its event stream behaves.
 type fakeOp struct {
-	states []operation.Operation // what it goes through; the last is final
-	pos    int                   // the state it is in now
+	states []api.Operation // what it goes through; the last is final
+	pos    int             // the state it is in now
 	// cuts[i] is how many events connection i of the stream sends
 	// before it is cut (-1 or absent: never); partial makes the cut land
 	// in the middle of an event.
@@ -117,11 +129,11 @@ type fakeAPI struct {
 	multiline, crlf, comments bool
 
 	mu            sync.Mutex
-	installations []instance.View
-	history       map[string][]instance.HistoryEntry
+	installations []api.Installation
+	history       map[string][]api.HistoryEntry
 	ops           map[string]*fakeOp
 	order         []string // operation ids, oldest first
-	next          []operation.Operation
+	next          []api.Operation
 	nextID        string // of the operation a channel change starts
 	busy          string // a running operation: channel changes answer 409
 	busyMessage   string // the 409's message, when not the default
@@ -130,7 +142,7 @@ type fakeAPI struct {
 }
 
 func newFakeAPI(t *testing.T) *fakeAPI {
-	f := &fakeAPI{t: t, history: map[string][]instance.HistoryEntry{}, ops: map[string]*fakeOp{}}
+	f := &fakeAPI{t: t, history: map[string][]api.HistoryEntry{}, ops: map[string]*fakeOp{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/installations", f.listInstallations)
 	mux.HandleFunc("GET /api/v1/installations/{name}", f.getInstallation)
@@ -154,7 +166,7 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 }
 
 // addOp adds an operation that goes through states.
-func (f *fakeAPI) addOp(states []operation.Operation) *fakeOp {
+func (f *fakeAPI) addOp(states []api.Operation) *fakeOp {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	o := &fakeOp{states: states}
@@ -208,11 +220,13 @@ func (f *fakeAPI) putChannel(w http.ResponseWriter, r *http.Request) {
 	}
 	f.channelBodies = append(f.channelBodies, body)
 	if f.busy != "" {
-		msg := f.busyMessage
-		if msg == "" {
-			msg = "operation " + f.busy + " of installation " + r.PathValue("name") + " is running"
+		if f.busyMessage != "" {
+			// An answer that does not name the operation: the CLI looks it up.
+			apiError(w, 409, "operation_running", f.busyMessage)
+			return
 		}
-		apiError(w, 409, "operation_running", msg)
+		writeJSON(w, 409, api.ErrorBody{Error: api.Error{Code: "operation_running", Operation: f.busy,
+			Message: "operation " + f.busy + " is running for this installation; wait for it to end"}})
 		return
 	}
 	for _, v := range body {
@@ -243,7 +257,7 @@ func (f *fakeAPI) getHistory(w http.ResponseWriter, r *http.Request) {
 func (f *fakeAPI) listOperations(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	list := []operation.Operation{}
+	list := []api.Operation{}
 	for i := len(f.order) - 1; i >= 0; i-- {
 		o := f.ops[f.order[i]]
 		if op := o.states[o.pos]; op.Installation == r.URL.Query().Get("installation") {
@@ -385,13 +399,13 @@ func TestWatchStream(t *testing.T) {
 			f.multiline, f.crlf, f.comments = tc.multiline, tc.crlf, tc.comments
 			states := opStates("web.1", "web", testSteps, -1)
 			o := f.addOp(states)
-			var seen []operation.Operation
+			var seen []api.Operation
 			c := client.New(f.srv.URL, testToken)
-			final, err := c.Watch(context.Background(), "web.1", func(op *operation.Operation) { seen = append(seen, *op) })
+			final, err := c.Watch(context.Background(), "web.1", func(op *api.Operation) { seen = append(seen, *op) })
 			if err != nil {
 				t.Fatal(err)
 			}
-			if final.State != operation.Succeeded || final.Progress != (operation.Progress{Done: 4, Total: 4}) {
+			if final.State != api.Succeeded || final.Progress != (api.Progress{Done: 4, Total: 4}) {
 				t.Fatalf("final state %s, progress %+v", final.State, final.Progress)
 			}
 			if !jsonEqual(seen, states) {
@@ -413,13 +427,13 @@ func TestWatchReconnect(t *testing.T) {
 	states := opStates("web.1", "web", slices.Concat(testSteps, []string{"cleanup", "report"}), -1)
 	o := f.addOp(states)
 	o.cuts, o.partial, o.gap = []int{2, 0, 1}, true, 1
-	var seen []operation.Operation
+	var seen []api.Operation
 	c := client.New(f.srv.URL, testToken)
-	final, err := c.Watch(context.Background(), "web.1", func(op *operation.Operation) { seen = append(seen, *op) })
+	final, err := c.Watch(context.Background(), "web.1", func(op *api.Operation) { seen = append(seen, *op) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if final.State != operation.Succeeded {
+	if final.State != api.Succeeded {
 		t.Fatalf("final state %s", final.State)
 	}
 	if o.connections != 4 {
@@ -462,7 +476,7 @@ func TestWatchEndedWhileCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if final.State != operation.Failed || final.Error == "" {
+	if final.State != api.Failed || final.Error == "" {
 		t.Fatalf("final %+v", final)
 	}
 	if o.connections != 1 {
@@ -513,17 +527,17 @@ func TestWatchCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	seen := make(chan struct{}, 1)
 	done := make(chan error, 1)
-	var last *operation.Operation
+	var last *api.Operation
 	go func() {
 		var err error
-		last, err = client.New(srv.URL, testToken).Watch(ctx, "web.1", func(*operation.Operation) { seen <- struct{}{} })
+		last, err = client.New(srv.URL, testToken).Watch(ctx, "web.1", func(*api.Operation) { seen <- struct{}{} })
 		done <- err
 	}()
 	<-seen
 	cancel()
 	select {
 	case err := <-done:
-		if !errors.Is(err, context.Canceled) || last == nil || last.State != operation.Running {
+		if !errors.Is(err, context.Canceled) || last == nil || last.State != api.Running {
 			t.Fatalf("Watch after cancel: %v, last %+v", err, last)
 		}
 	case <-time.After(10 * time.Second):
@@ -599,7 +613,7 @@ func TestChannelJSON(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
-	var op operation.Operation
+	var op api.Operation
 	if err := json.Unmarshal([]byte(stdout), &op); err != nil {
 		t.Fatalf("stdout is not one JSON operation: %v\n%s", err, stdout)
 	}
@@ -614,7 +628,7 @@ func TestChannelJSON(t *testing.T) {
 	f.addOp(opStates("web.3", "web", testSteps, 0))
 	f.nextID = "web.3"
 	stdout, stderr, code = runCmd(cmdChannel, f.args("web", "--commit", commitB, "--json")...)
-	if err := json.Unmarshal([]byte(stdout), &op); code != 1 || err != nil || op.State != operation.Failed {
+	if err := json.Unmarshal([]byte(stdout), &op); code != 1 || err != nil || op.State != api.Failed {
 		t.Fatalf("failure with --json: exit %d, stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 	if !strings.Contains(stderr, "operation web.3 failed: step resolve: exit status 1") || !strings.Contains(stderr, "ERROR: unable") {
@@ -634,8 +648,8 @@ func TestChannelNoWait(t *testing.T) {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 	stdout, _, code = runCmd(cmdChannel, f.args("web", "--branch", "main", "--no-wait", "--json")...)
-	var op operation.Operation
-	if err := json.Unmarshal([]byte(stdout), &op); code != 0 || err != nil || op.ID != "web.2" || op.State != operation.Queued {
+	var op api.Operation
+	if err := json.Unmarshal([]byte(stdout), &op); code != 0 || err != nil || op.ID != "web.2" || op.State != api.Queued {
 		t.Fatalf("exit %d, stdout %q", code, stdout)
 	}
 	if o.connections != 0 {
@@ -661,15 +675,14 @@ func TestChannelBusy(t *testing.T) {
 	}
 
 	// The client's error.
-	_, err := client.New(f.srv.URL, testToken).SetChannel(context.Background(), "web", instance.Channel{Tag: "v1"})
-	var busy *client.BusyError
-	var ae *client.Error
+	_, err := client.New(f.srv.URL, testToken).SetChannel(context.Background(), "web", api.Channel{Tag: "v1"})
+	var busy *client.Error
 	f.busyMessage = ""
-	_, err2 := client.New(f.srv.URL, testToken).SetChannel(context.Background(), "web", instance.Channel{Tag: "v1"})
-	if !errors.As(err, &busy) || busy.Operation != "" || !errors.As(err, &ae) || ae.Status != 409 {
+	_, err2 := client.New(f.srv.URL, testToken).SetChannel(context.Background(), "web", api.Channel{Tag: "v1"})
+	if !errors.As(err, &busy) || !busy.Busy() || busy.Operation != "" || busy.Status != 409 {
 		t.Fatalf("SetChannel busy without id: %#v", err)
 	}
-	if !errors.As(err2, &busy) || busy.Operation != "web.1" {
+	if !errors.As(err2, &busy) || !busy.Busy() || busy.Operation != "web.1" {
 		t.Fatalf("SetChannel busy: %#v", err2)
 	}
 }
@@ -803,7 +816,7 @@ func TestOps(t *testing.T) {
 		t.Fatalf("list: exit %d, stdout:\n%s", code, stdout)
 	}
 	stdout, _, code = runCmd(cmdOps, f.args("list", "web", "--json")...)
-	var list struct{ Operations []operation.Operation }
+	var list struct{ Operations []api.Operation }
 	if err := json.Unmarshal([]byte(stdout), &list); code != 0 || err != nil || len(list.Operations) != 2 {
 		t.Fatalf("list --json: exit %d, stdout:\n%s", code, stdout)
 	}
@@ -815,7 +828,7 @@ func TestOps(t *testing.T) {
 		}
 	}
 	stdout, _, code = runCmd(cmdOps, f.args("show", "web.1", "--json")...)
-	var op operation.Operation
+	var op api.Operation
 	if err := json.Unmarshal([]byte(stdout), &op); code != 0 || err != nil || op.ID != "web.1" {
 		t.Fatalf("show --json: exit %d, stdout:\n%s", code, stdout)
 	}
@@ -828,19 +841,19 @@ func TestOps(t *testing.T) {
 	}
 }
 
-func testView() instance.View {
+func testView() api.Installation {
 	ops := opStates("web.2", "web", testSteps, -1)
-	return instance.View{
+	return api.Installation{
 		Name: "web",
-		Spec: instance.Spec{
-			App: "acme/web", Package: "web", Channel: instance.Channel{Commit: commitB, Tag: "v1.2"},
-			Instances:     instance.Instances{Count: 2, Image: "alpine/3.20", Profiles: []string{"default"}, Project: "default"},
+		Spec: api.Spec{
+			App: "acme/web", Package: "web", Channel: api.Channel{Commit: commitB, Tag: "v1.2"},
+			Instances:     api.Instances{Count: 2, Image: "alpine/3.20", Profiles: []string{"default"}, Project: "default"},
 			KeyName:       "acme-web.rsa.pub",
 			HealthCommand: []string{"/bin/sh", "-c", "wget -q -O- localhost/healthz"},
 		},
 		ResolvedCommit: commitB,
 		RepositoryURL:  "http://uplink:4080/distribution/" + commitB + "/acme/web",
-		Observed:       []instance.Instance{{Name: "web-1", Commit: commitB, State: "running"}, {Name: "web-2", Commit: commitA, State: "stopped"}},
+		Observed:       []api.Instance{{Name: "web-1", Commit: commitB, State: "running"}, {Name: "web-2", Commit: commitA, State: "stopped"}},
 		LastOperation:  &ops[len(ops)-1],
 		CreatedAt:      testTime,
 		UpdatedAt:      testTime.Add(time.Hour),
@@ -851,14 +864,14 @@ func testView() instance.View {
 func TestInstallations(t *testing.T) {
 	clearUplinkEnv(t)
 	f := newFakeAPI(t)
-	f.installations = []instance.View{
+	f.installations = []api.Installation{
 		testView(),
-		{Name: "api", Spec: instance.Spec{App: "acme/api", Package: "api", Channel: instance.Channel{Branch: "main"}},
+		{Name: "api", Spec: api.Spec{App: "acme/api", Package: "api", Channel: api.Channel{Branch: "main"}},
 			ResolvedCommit: commitA, RepositoryURL: "http://uplink:4080/distribution/main/acme/api",
-			LastAttempt: &instance.Attempt{Channel: instance.Channel{Branch: "bad"}, Commit: commitB, Operation: "api.3",
+			LastAttempt: &api.Attempt{Channel: api.Channel{Branch: "bad"}, Commit: commitB, Operation: "api.3",
 				Error: "verify-package: package \"api\" is not in the x86_64 repository of commit " + commitB + "\nmore"}},
-		{Name: "new", Spec: instance.Spec{App: "acme/new", Package: "new"},
-			Pending: &instance.Attempt{Channel: instance.Channel{Commit: commitA}, Commit: commitA, Operation: "new.1"}},
+		{Name: "new", Spec: api.Spec{App: "acme/new", Package: "new"},
+			Pending: &api.Attempt{Channel: api.Channel{Commit: commitA}, Commit: commitA, Operation: "new.1"}},
 	}
 	stdout, stderr, code := runCmd(cmdInstallations, f.args()...)
 	want := "NAME  APP       PACKAGE  CHANNEL      COMMIT        REPOSITORY URL                                                                     LAST OP          LAST ATTEMPT\n" +
@@ -894,12 +907,12 @@ func TestInstallations(t *testing.T) {
 	}
 
 	stdout, _, code = runCmd(cmdInstallations, f.args("--json")...)
-	var list struct{ Installations []instance.View }
+	var list struct{ Installations []api.Installation }
 	if err := json.Unmarshal([]byte(stdout), &list); code != 0 || err != nil || !jsonEqual(list.Installations, f.installations) {
 		t.Fatalf("--json: exit %d, stdout:\n%s", code, stdout)
 	}
 	stdout, _, code = runCmd(cmdInstallations, f.args("web", "--json")...)
-	var v instance.View
+	var v api.Installation
 	if err := json.Unmarshal([]byte(stdout), &v); code != 0 || err != nil || !jsonEqual(v, f.installations[0]) {
 		t.Fatalf("web --json: exit %d, stdout:\n%s", code, stdout)
 	}
@@ -918,10 +931,10 @@ func TestInstallations(t *testing.T) {
 func TestHistory(t *testing.T) {
 	clearUplinkEnv(t)
 	f := newFakeAPI(t)
-	f.history["web"] = []instance.HistoryEntry{
-		{From: &instance.Channel{Branch: "main"}, To: instance.Channel{Commit: commitB, Tag: "v1.2"}, Commit: commitB,
-			At: testTime.Add(time.Hour), Operation: "web.2", Result: operation.Running},
-		{To: instance.Channel{Branch: "main"}, Commit: commitA, At: testTime, Operation: "web.1", Result: operation.Succeeded},
+	f.history["web"] = []api.HistoryEntry{
+		{From: &api.Channel{Branch: "main"}, To: api.Channel{Commit: commitB, Tag: "v1.2"}, Commit: commitB,
+			At: testTime.Add(time.Hour), Operation: "web.2", Result: api.Running},
+		{To: api.Channel{Branch: "main"}, Commit: commitA, At: testTime, Operation: "web.1", Result: api.Succeeded},
 	}
 	stdout, stderr, code := runCmd(cmdHistory, f.args("web")...)
 	when1, when2 := localTime(testTime.Add(time.Hour)), localTime(testTime)
@@ -932,7 +945,7 @@ func TestHistory(t *testing.T) {
 		t.Fatalf("exit %d, stdout:\n%s\nwant:\n%s\nstderr:\n%s", code, stdout, want, stderr)
 	}
 	stdout, _, code = runCmd(cmdHistory, f.args("web", "--json")...)
-	var h struct{ History []instance.HistoryEntry }
+	var h struct{ History []api.HistoryEntry }
 	if err := json.Unmarshal([]byte(stdout), &h); code != 0 || err != nil || !jsonEqual(h.History, f.history["web"]) {
 		t.Fatalf("--json: exit %d, stdout:\n%s", code, stdout)
 	}

@@ -9,8 +9,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/uplinkhq/uplink/instance"
-	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/client"
 )
 
@@ -22,10 +21,10 @@ var isTerminal = func(w io.Writer) bool {
 
 // reporter shows an operation's progress as it is followed.
 type reporter interface {
-	update(op *operation.Operation)
+	update(op *api.Operation)
 	// end is called once the operation ended (op is its final state)
 	// or following it failed (op is the last state seen, or nil).
-	end(op *operation.Operation)
+	end(op *api.Operation)
 }
 
 // follow follows operation id until it ends: a progress bar on a
@@ -53,7 +52,7 @@ func follow(ctx context.Context, c *client.Client, id string, jsonOut bool, stdo
 		}
 		return fail(stderr, fmt.Errorf("following operation %s: %w", id, err))
 	}
-	if op.State == operation.Succeeded {
+	if op.State == api.Succeeded {
 		if len(op.Log) > 0 {
 			fmt.Fprintf(progress, "log of operation %s:\n", op.ID)
 			printLog(progress, op, "  ")
@@ -69,7 +68,7 @@ func follow(ctx context.Context, c *client.Client, id string, jsonOut bool, stdo
 	if jsonOut {
 		printJSON(stdout, op)
 	}
-	if op.State != operation.Succeeded {
+	if op.State != api.Succeeded {
 		if len(op.Log) > 0 {
 			fmt.Fprintf(stderr, "log of operation %s:\n", op.ID)
 			printLog(stderr, op, "  ")
@@ -83,18 +82,18 @@ func follow(ctx context.Context, c *client.Client, id string, jsonOut bool, stdo
 type lineReporter struct {
 	w      io.Writer
 	header bool
-	seen   map[string]operation.StepState
+	seen   map[string]api.StepState
 }
 
-func (l *lineReporter) update(op *operation.Operation) {
+func (l *lineReporter) update(op *api.Operation) {
 	if !l.header {
 		fmt.Fprintf(l.w, "operation %s: %s\n", op.ID, opHeadline(op))
 		l.header = true
-		l.seen = map[string]operation.StepState{}
+		l.seen = map[string]api.StepState{}
 	}
 	for _, s := range op.Steps {
 		prev, ok := l.seen[s.Name]
-		if s.State == prev || (!ok && s.State == operation.StepPending) {
+		if s.State == prev || (!ok && s.State == api.StepPending) {
 			continue
 		}
 		l.seen[s.Name] = s.State
@@ -102,7 +101,7 @@ func (l *lineReporter) update(op *operation.Operation) {
 	}
 }
 
-func (l *lineReporter) end(*operation.Operation) {}
+func (l *lineReporter) end(*api.Operation) {}
 
 // barReporter draws a progress bar of done/total steps, described by the
 // current step's name.
@@ -112,7 +111,7 @@ type barReporter struct {
 	width int // of the longest step name
 }
 
-func (b *barReporter) update(op *operation.Operation) {
+func (b *barReporter) update(op *api.Operation) {
 	total := op.Progress.Total
 	if total == 0 {
 		total = len(op.Steps)
@@ -142,11 +141,11 @@ func (b *barReporter) update(op *operation.Operation) {
 	b.bar.Set(min(op.Progress.Done, total))
 }
 
-func (b *barReporter) end(op *operation.Operation) {
+func (b *barReporter) end(op *api.Operation) {
 	if b.bar == nil {
 		return
 	}
-	if op != nil && op.State == operation.Succeeded {
+	if op != nil && op.State == api.Succeeded {
 		b.bar.Finish()
 	}
 	b.bar.Exit()
@@ -155,8 +154,8 @@ func (b *barReporter) end(op *operation.Operation) {
 
 // currentStep names the running step, else the failed one, else the next
 // pending one, else the last one.
-func currentStep(op *operation.Operation) string {
-	for _, want := range []operation.StepState{operation.StepRunning, operation.StepFailed, operation.StepPending} {
+func currentStep(op *api.Operation) string {
+	for _, want := range []api.StepState{api.StepRunning, api.StepFailed, api.StepPending} {
 		for _, s := range op.Steps {
 			if s.State == want {
 				return s.Name
@@ -170,7 +169,7 @@ func currentStep(op *operation.Operation) string {
 }
 
 // opHeadline is "change-channel web: branch main (0123456789ab) -> tag v2 (abcdef012345)".
-func opHeadline(op *operation.Operation) string {
+func opHeadline(op *api.Operation) string {
 	s := string(op.Kind) + " " + op.Installation
 	if op.From != nil || op.To != nil {
 		s += ": " + endpointLong(op.From) + " -> " + endpointLong(op.To)
@@ -179,19 +178,18 @@ func opHeadline(op *operation.Operation) string {
 }
 
 // endpointLong is an endpoint with the commit it resolved to.
-func endpointLong(e *operation.Endpoint) string {
+func endpointLong(e *api.Endpoint) string {
 	if e == nil {
 		return "-"
 	}
-	c := instance.ChannelOf(*e)
-	s := channelString(&c)
+	s := channelString(&e.Channel)
 	if e.Resolved != "" && (e.Commit == "" || e.Tag != "") {
 		s += " (" + short(e.Resolved) + ")"
 	}
 	return s
 }
 
-func printLog(w io.Writer, op *operation.Operation, indent string) {
+func printLog(w io.Writer, op *api.Operation, indent string) {
 	for _, l := range op.Log {
 		fmt.Fprintf(w, "%s%s %s\n", indent, localTime(l.At), l.Line)
 	}

@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/uplinkhq/uplink/instance"
+	"github.com/uplinkhq/uplink/internal/api"
 )
 
 // printList prints list as {"<key>": [...]} with --json (an empty list as
@@ -53,7 +53,7 @@ func firstLine(s string) string {
 
 // channelString says what a channel installs from: "branch main",
 // "tag v1.2" (a pin to the commit the tag named), "commit 0123456789ab".
-func channelString(c *instance.Channel) string {
+func channelString(c *api.Channel) string {
 	switch {
 	case c == nil || c.IsZero():
 		return "-"

@@ -3,7 +3,7 @@ package main
 import (
 	"io"
 
-	"github.com/uplinkhq/uplink/instance"
+	"github.com/uplinkhq/uplink/internal/api"
 )
 
 // cmdHistory is `uplink history <installation>`.
@@ -25,7 +25,7 @@ func cmdHistory(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
-	printList(stdout, cf.json, "history", list, "WHEN\tFROM\tTO\tCOMMIT\tOPERATION\tRESULT", func(h instance.HistoryEntry) []string {
+	printList(stdout, cf.json, "history", list, "WHEN\tFROM\tTO\tCOMMIT\tOPERATION\tRESULT", func(h api.HistoryEntry) []string {
 		return []string{localTime(h.At), channelString(h.From), channelString(&h.To),
 			orDash(short(h.Commit)), orDash(h.Operation), orDash(string(h.Result))}
 	})

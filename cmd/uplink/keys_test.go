@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/apktest"
-	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/server"
 )
 
@@ -60,7 +60,7 @@ func TestKeysCLI(t *testing.T) {
 		t.Fatalf("keys add again: exit %d %s", code, out)
 	}
 	out, errOut, code = keys("add", "acme/hello", file, "--name", "release.rsa.pub", "--json")
-	var k client.Key
+	var k api.Key
 	if code != 0 || json.Unmarshal([]byte(out), &k) != nil || k.Name != "release.rsa.pub" || len(k.Fingerprint) != 64 {
 		t.Fatalf("keys add --name --json: exit %d\n%s%s", code, out, errOut)
 	}
@@ -72,7 +72,7 @@ func TestKeysCLI(t *testing.T) {
 		t.Fatalf("keys rm: exit %d %s", code, out)
 	}
 	out, _, code = keys("list", "acme/hello", "--json")
-	var list struct{ Keys []client.Key }
+	var list struct{ Keys []api.Key }
 	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list.Keys) != 1 || list.Keys[0].Name != "ci@acme.example-5f3e1a2b.rsa.pub" {
 		t.Fatalf("keys list --json: exit %d %s", code, out)
 	}

@@ -11,13 +11,14 @@ import (
 
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/client"
 )
 
 // cmdPublish uploads a built repository and publishes it; a refused
 // publish prints each problem and exits 1.
 func cmdPublish(args []string, stdout, stderr io.Writer) int {
-	var req ref.PublishRequest
+	var req api.PublishRequest
 	var app string
 	fs, cf := newAPIFlagSet("publish", "publish <dir> --app <org>/<app> --commit <sha> --branch <b> [flags]")
 	fs.StringVar(&app, "app", "", "the app, <org>/<app>")
@@ -80,7 +81,7 @@ func cmdPublish(args []string, stdout, stderr io.Writer) int {
 }
 
 // validPublish checks the flags before anything is uploaded.
-func validPublish(app string, req ref.PublishRequest) error {
+func validPublish(app string, req api.PublishRequest) error {
 	if _, err := artifact.ParseApp(app); err != nil {
 		return fmt.Errorf("--app: %w", err)
 	}

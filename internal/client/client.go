@@ -1,4 +1,5 @@
-// Package client talks to uplink's admin API; the CLI is built on it.
+// Package client talks to uplink's admin API in its wire types
+// (internal/api); the CLI is built on it.
 package client
 
 import (
@@ -12,7 +13,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/internal/api"
 )
 
 // Client calls one uplink's admin API.
@@ -30,47 +31,89 @@ func New(addr, token string) *Client {
 	return &Client{Base: strings.TrimRight(addr, "/"), Token: token, HTTP: &http.Client{Timeout: 0}}
 }
 
-// Error is an error answer of the API.
+// Error is every error answer of the API: its status and docs/api.md's
+// error body.
 type Error struct {
 	Status  int
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Operation is the running operation of a 409 operation_running.
+	Operation string `json:"operation,omitempty"`
 	// Problems says why a publish was refused (422).
-	Problems []Problem `json:"problems"`
+	Problems []api.Problem `json:"problems"`
 	// Omitted counts the problems the server left out of Problems.
 	Omitted int `json:"omitted"`
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (%d %s)", e.Message, e.Status, e.Code) }
 
-func (c *Client) do(ctx context.Context, method, path, contentType string, body io.Reader, size int64, out any) (int, error) {
+// Busy reports the answer to a change of an installation while another
+// of its operations runs; Operation names that one when the server did.
+func (e *Error) Busy() bool {
+	return e.Status == http.StatusConflict && e.Code == api.CodeOperationRunning
+}
+
+// maxAnswer bounds a JSON answer, maxErrorBody an error answer.
+const (
+	maxAnswer    = 64 << 20
+	maxErrorBody = 1 << 20
+)
+
+// send makes an authorized request and returns the response of a
+// success; an answer of 300 or more is an *Error. body may be nil, and
+// size is its length (-1: unknown).
+func (c *Client) send(ctx context.Context, method, path, contentType string, body io.Reader, size int64, header http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if size >= 0 {
 		req.ContentLength = size
 	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
-	if contentType != "" {
+	if contentType != "" && body != nil {
 		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, readError(resp)
+	}
+	return resp, nil
+}
+
+// readError reads an error answer; one that is not the API's JSON (a
+// proxy's page, say) keeps its text as the message.
+func readError(resp *http.Response) *Error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	var body api.ErrorBody
+	if json.Unmarshal(b, &body) != nil || body.Error.Message == "" {
+		body.Error = api.Error{Code: "error", Message: strings.TrimSpace(string(b))}
+		if body.Error.Message == "" {
+			body.Error.Message = resp.Status
+		}
+	}
+	e := body.Error
+	return &Error{Status: resp.StatusCode, Code: e.Code, Message: e.Message, Operation: e.Operation, Problems: e.Problems, Omitted: e.Omitted}
+}
+
+// do sends a request and decodes the JSON answer into out (nil to ignore
+// it); it returns the status of a success.
+func (c *Client) do(ctx context.Context, method, path, contentType string, body io.Reader, size int64, out any) (int, error) {
+	resp, err := c.send(ctx, method, path, contentType, body, size, nil)
+	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
 		return resp.StatusCode, err
-	}
-	if resp.StatusCode >= 300 {
-		var e struct{ Error Error }
-		if json.Unmarshal(b, &e) != nil || e.Error.Message == "" {
-			e.Error = Error{Code: "error", Message: strings.TrimSpace(string(b))}
-		}
-		e.Error.Status = resp.StatusCode
-		return resp.StatusCode, &e.Error
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
@@ -80,19 +123,32 @@ func (c *Client) do(ctx context.Context, method, path, contentType string, body 
 	return resp.StatusCode, nil
 }
 
-func (c *Client) json(ctx context.Context, method, path string, in, out any) error {
+// JSON calls any endpoint with in as the JSON body (nil for none) and
+// decodes the answer into out (nil to ignore it).
+func (c *Client) JSON(ctx context.Context, method, path string, in, out any) error {
+	_, err := c.jsonStatus(ctx, method, path, in, out)
+	return err
+}
+
+func (c *Client) jsonStatus(ctx context.Context, method, path string, in, out any) (int, error) {
 	var body io.Reader
 	size := int64(-1)
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		body, size = bytes.NewReader(b), int64(len(b))
 	}
-	_, err := c.do(ctx, method, path, "application/json", body, size, out)
-	return err
+	return c.do(ctx, method, path, "application/json", body, size, out)
 }
+
+// Get decodes any GET endpoint into out.
+func (c *Client) Get(ctx context.Context, path string, out any) error {
+	return c.JSON(ctx, http.MethodGet, path, nil, out)
+}
+
+func appPath(app string) string { return "/api/v1/apps/" + app }
 
 // Upload uploads one artifact file.
 func (c *Client) Upload(ctx context.Context, app, commit, arch, name, path string) error {
@@ -105,19 +161,19 @@ func (c *Client) Upload(ctx context.Context, app, commit, arch, name, path strin
 	if err != nil {
 		return err
 	}
-	p := "/api/v1/apps/" + app + "/builds/" + commit + "/" + url.PathEscape(arch) + "/" + url.PathEscape(name)
+	p := appPath(app) + "/builds/" + commit + "/" + url.PathEscape(arch) + "/" + url.PathEscape(name)
 	_, err = c.do(ctx, http.MethodPut, p, "application/octet-stream", f, st.Size(), nil)
 	return err
 }
 
 // Publish publishes an uploaded build.
-func (c *Client) Publish(ctx context.Context, app string, req ref.PublishRequest) (ref.Build, error) {
-	var b ref.Build
-	return b, c.json(ctx, http.MethodPost, "/api/v1/apps/"+app+"/builds", req, &b)
+func (c *Client) Publish(ctx context.Context, app string, req api.PublishRequest) (api.Build, error) {
+	var b api.Build
+	return b, c.JSON(ctx, http.MethodPost, appPath(app)+"/builds", req, &b)
 }
 
 // Builds lists an app's builds, newest first.
-func (c *Client) Builds(ctx context.Context, app, branch string, limit int) ([]ref.Build, error) {
+func (c *Client) Builds(ctx context.Context, app, branch string, limit int) ([]api.Build, error) {
 	q := url.Values{}
 	if branch != "" {
 		q.Set("branch", branch)
@@ -125,23 +181,12 @@ func (c *Client) Builds(ctx context.Context, app, branch string, limit int) ([]r
 	if limit > 0 {
 		q.Set("limit", fmt.Sprint(limit))
 	}
-	var out struct{ Builds []ref.Build }
-	return out.Builds, c.json(ctx, http.MethodGet, "/api/v1/apps/"+app+"/builds?"+q.Encode(), nil, &out)
+	var out api.Builds
+	return out.Builds, c.Get(ctx, appPath(app)+"/builds?"+q.Encode(), &out)
 }
 
 // Refs lists an app's branches and tags.
-func (c *Client) Refs(ctx context.Context, app string) (ref.Refs, error) {
-	var out ref.Refs
-	return out, c.json(ctx, http.MethodGet, "/api/v1/apps/"+app+"/refs", nil, &out)
-}
-
-// Get decodes any GET endpoint into out.
-func (c *Client) Get(ctx context.Context, path string, out any) error {
-	return c.json(ctx, http.MethodGet, path, nil, out)
-}
-
-// JSON calls any endpoint with in as the JSON body (nil for none) and
-// decodes the answer into out (nil to ignore it).
-func (c *Client) JSON(ctx context.Context, method, path string, in, out any) error {
-	return c.json(ctx, method, path, in, out)
+func (c *Client) Refs(ctx context.Context, app string) (api.Refs, error) {
+	var out api.Refs
+	return out, c.Get(ctx, appPath(app)+"/refs", &out)
 }

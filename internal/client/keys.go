@@ -5,45 +5,23 @@ import (
 	"context"
 	"net/http"
 	"net/url"
-	"time"
+
+	"github.com/uplinkhq/uplink/internal/api"
 )
 
-// Problem is one reason a publish was refused: the index of Arch, the
-// file below the commit, and what is wrong with it.
-type Problem struct {
-	Arch    string `json:"arch"`
-	File    string `json:"file"`
-	Kind    string `json:"kind"`
-	Problem string `json:"problem"`
-}
-
-// Key is a key an app trusts.
-type Key struct {
-	Name        string    `json:"name"`
-	Fingerprint string    `json:"fingerprint"`
-	CreatedAt   time.Time `json:"created_at"`
-}
-
-// App is an app's settings and keys.
-type App struct {
-	App           string `json:"app"`
-	AllowUnsigned bool   `json:"allow_unsigned"`
-	Keys          []Key  `json:"keys"`
-}
-
-func keyPath(app, name string) string { return "/api/v1/apps/" + app + "/keys/" + url.PathEscape(name) }
+func keyPath(app, name string) string { return appPath(app) + "/keys/" + url.PathEscape(name) }
 
 // PutKey registers (created) or replaces the key name of app.
-func (c *Client) PutKey(ctx context.Context, app, name string, pem []byte) (Key, bool, error) {
-	var k Key
+func (c *Client) PutKey(ctx context.Context, app, name string, pem []byte) (api.Key, bool, error) {
+	var k api.Key
 	status, err := c.do(ctx, http.MethodPut, keyPath(app, name), "application/x-pem-file", bytes.NewReader(pem), int64(len(pem)), &k)
 	return k, status == http.StatusCreated, err
 }
 
 // Keys lists the keys app trusts.
-func (c *Client) Keys(ctx context.Context, app string) ([]Key, error) {
-	var out struct{ Keys []Key }
-	return out.Keys, c.json(ctx, http.MethodGet, "/api/v1/apps/"+app+"/keys", nil, &out)
+func (c *Client) Keys(ctx context.Context, app string) ([]api.Key, error) {
+	var out api.Keys
+	return out.Keys, c.Get(ctx, appPath(app)+"/keys", &out)
 }
 
 // DeleteKey removes a key.
@@ -53,13 +31,13 @@ func (c *Client) DeleteKey(ctx context.Context, app, name string) error {
 }
 
 // App returns an app's settings and keys.
-func (c *Client) App(ctx context.Context, app string) (App, error) {
-	var a App
-	return a, c.json(ctx, http.MethodGet, "/api/v1/apps/"+app, nil, &a)
+func (c *Client) App(ctx context.Context, app string) (api.App, error) {
+	var a api.App
+	return a, c.Get(ctx, appPath(app), &a)
 }
 
 // SetAllowUnsigned says whether app accepts unsigned indexes.
-func (c *Client) SetAllowUnsigned(ctx context.Context, app string, allow bool) (App, error) {
-	var a App
-	return a, c.json(ctx, http.MethodPatch, "/api/v1/apps/"+app, map[string]bool{"allow_unsigned": allow}, &a)
+func (c *Client) SetAllowUnsigned(ctx context.Context, app string, allow bool) (api.App, error) {
+	var a api.App
+	return a, c.JSON(ctx, http.MethodPatch, appPath(app), api.AppPatch{AllowUnsigned: &allow}, &a)
 }

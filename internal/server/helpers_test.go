@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/apktest"
 	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/server"
@@ -100,7 +100,7 @@ func hello(t *testing.T, key apktest.Key, version, content string) map[string][]
 
 // publish uploads files (packages first) and publishes them as commit on
 // branch, through the admin API as CI would.
-func (n *node) publish(t *testing.T, commit, branch string, files map[string][]byte, tags ...string) ref.Build {
+func (n *node) publish(t *testing.T, commit, branch string, files map[string][]byte, tags ...string) api.Build {
 	t.Helper()
 	dir := t.TempDir()
 	apktest.WriteDir(t, dir, files)
@@ -122,7 +122,7 @@ func (n *node) publish(t *testing.T, commit, branch string, files map[string][]b
 			t.Fatalf("upload %s: %v", p, err)
 		}
 	}
-	b, err := n.api.Publish(ctx, testApp, ref.PublishRequest{Commit: commit, Branch: branch, Tags: tags, Message: "commit " + commit[:7]})
+	b, err := n.api.Publish(ctx, testApp, api.PublishRequest{Commit: commit, Branch: branch, Tags: tags, Message: "commit " + commit[:7]})
 	if err != nil {
 		t.Fatalf("publish %s: %v", commit, err)
 	}
