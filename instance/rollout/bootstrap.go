@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -55,7 +54,6 @@ type BackendConfig struct {
 	// HealthTimeout bounds how long a health command may keep failing
 	// after a restart before the instance counts as unhealthy.
 	HealthTimeout time.Duration
-	Logger        *slog.Logger
 }
 
 // Backend carries operations out on Incus: it implements
@@ -66,9 +64,6 @@ type Backend struct {
 
 // NewBackend returns a Backend.
 func NewBackend(cfg BackendConfig) *Backend {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
 	if cfg.HealthTimeout <= 0 {
 		cfg.HealthTimeout = 30 * time.Second
 	}

@@ -251,7 +251,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	var backend operation.Backend = operation.NoBackend{Delay: cfg.NoBackendDelay}
 	var authorizer distribution.Authorizer
 	if c := ic; c != nil {
-		bcfg := rollout.BackendConfig{Incus: obs.Incus, ImageServer: cfg.ImageServer, Logger: log}
+		bcfg := rollout.BackendConfig{Incus: obs.Incus, ImageServer: cfg.ImageServer}
 		if cfg.IncusProxyDistribution {
 			host, port, _ := net.SplitHostPort(cfg.Listen)
 			if host == "" || host == "0.0.0.0" || host == "::" {
