@@ -5,7 +5,8 @@ import (
 	"io"
 	"strings"
 
-	"github.com/uplinkhq/uplink/internal/api"
+	"github.com/uplinkhq/uplink/instance"
+	"github.com/uplinkhq/uplink/instance/operation"
 )
 
 // cmdInstallations is `uplink installations [name]`.
@@ -28,11 +29,7 @@ func cmdInstallations(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(stderr, err)
 		}
-		if cf.json {
-			printJSON(stdout, v)
-		} else {
-			printInstallation(stdout, v)
-		}
+		printOne(stdout, cf.json, v, printInstallation)
 		return 0
 	}
 	list, err := c.Installations(ctx)
@@ -40,7 +37,7 @@ func cmdInstallations(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	printList(stdout, cf.json, "installations", list, "NAME\tAPP\tPACKAGE\tCHANNEL\tCOMMIT\tREPOSITORY URL\tLAST OP\tLAST ATTEMPT",
-		func(v api.Installation) []string {
+		func(v instance.View) []string {
 			return []string{v.Name, v.App, v.Package, channelString(&v.Channel), orDash(short(v.ResolvedCommit)),
 				orDash(v.RepositoryURL), opSummary(v.LastOperation), attemptString(v.LastAttempt)}
 		})
@@ -48,7 +45,7 @@ func cmdInstallations(args []string, stdout, stderr io.Writer) int {
 }
 
 // printInstallation shows one installation in detail.
-func printInstallation(w io.Writer, v api.Installation) {
+func printInstallation(w io.Writer, v instance.View) {
 	tw := newTable(w)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("name", v.Name)
@@ -112,7 +109,7 @@ func printInstallation(w io.Writer, v api.Installation) {
 }
 
 // attemptString is "branch bad (0123456789ab) by web.3", or "-".
-func attemptString(a *api.Attempt) string {
+func attemptString(a *instance.Attempt) string {
 	if a == nil {
 		return "-"
 	}
@@ -124,7 +121,7 @@ func attemptString(a *api.Attempt) string {
 }
 
 // opSummary is "<id> <state>", or "-".
-func opSummary(op *api.Operation) string {
+func opSummary(op *operation.Operation) string {
 	if op == nil {
 		return "-"
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
-	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/client"
 )
 
@@ -23,11 +22,7 @@ func cmdKeys(args []string, stdout, stderr io.Writer) int {
 		"  list   the app's keys\n"+
 		"  rm     remove a key")
 	fs.StringVar(&name, "name", "", "key name for add (default: the file's base name, as abuild installs it)")
-	pos, code, ok := parseCommand(fs, args, stdout, stderr)
-	if !ok {
-		return code
-	}
-	sub, rest, code, ok := parseSubcommand(fs, stderr, pos,
+	sub, rest, code, ok := parseSubcommand(fs, args, stdout, stderr,
 		subcommand{"add", "<org>/<app> <file.rsa.pub>"}, subcommand{"list", "<org>/<app>"}, subcommand{"rm", "<org>/<app> <name>"})
 	if !ok {
 		return code
@@ -103,7 +98,7 @@ func keysList(ctx context.Context, c *client.Client, stdout io.Writer, jsonOut b
 	if err != nil {
 		return err
 	}
-	printList(stdout, jsonOut, "keys", keys, "NAME\tSHA256\tCREATED", func(k api.Key) []string {
+	printList(stdout, jsonOut, "keys", keys, "NAME\tSHA256\tCREATED", func(k client.Key) []string {
 		return []string{k.Name, k.Fingerprint, localTime(k.CreatedAt)}
 	})
 	return nil

@@ -151,6 +151,15 @@ func fail(w io.Writer, err error) int {
 	return 1
 }
 
+// printOne prints v as JSON with --json, else as text writes it.
+func printOne[T any](w io.Writer, jsonOut bool, v T, text func(io.Writer, T)) {
+	if jsonOut {
+		printJSON(w, v)
+		return
+	}
+	text(w, v)
+}
+
 func printJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -161,9 +170,14 @@ func printJSON(w io.Writer, v any) {
 // takes, e.g. {"add", "<org>/<app> <file.rsa.pub>"}.
 type subcommand struct{ name, args string }
 
-// parseSubcommand splits pos into one of subs and its arguments, or prints
+// parseSubcommand is parseCommand for a command of subcommands: it splits
+// the positional arguments into one of subs and its arguments, or prints
 // why it cannot (ok false: exit with code).
-func parseSubcommand(fs *flag.FlagSet, stderr io.Writer, pos []string, subs ...subcommand) (sub string, rest []string, code int, ok bool) {
+func parseSubcommand(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, subs ...subcommand) (sub string, rest []string, code int, ok bool) {
+	pos, code, ok := parseCommand(fs, args, stdout, stderr)
+	if !ok {
+		return "", nil, code, false
+	}
 	names := make([]string, len(subs))
 	for i, s := range subs {
 		names[i] = s.name

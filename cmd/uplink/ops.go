@@ -5,7 +5,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/uplinkhq/uplink/internal/api"
+	"github.com/uplinkhq/uplink/instance/operation"
 )
 
 // cmdOps is `uplink ops watch <id> | show <id> | list <installation>`.
@@ -14,11 +14,7 @@ func cmdOps(args []string, stdout, stderr io.Writer) int {
 		"  watch <id>            follow an operation until it ends (exit 1 if it fails)\n"+
 		"  show <id>             one operation: its steps and log\n"+
 		"  list <installation>   an installation's operations, newest first")
-	pos, code, ok := parseCommand(fs, args, stdout, stderr)
-	if !ok {
-		return code
-	}
-	sub, rest, code, ok := parseSubcommand(fs, stderr, pos,
+	sub, rest, code, ok := parseSubcommand(fs, args, stdout, stderr,
 		subcommand{"watch", "<id>"}, subcommand{"show", "<id>"}, subcommand{"list", "<installation>"})
 	if !ok {
 		return code
@@ -36,18 +32,14 @@ func cmdOps(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(stderr, err)
 		}
-		if cf.json {
-			printJSON(stdout, op)
-		} else {
-			printOperation(stdout, op)
-		}
+		printOne(stdout, cf.json, op, printOperation)
 		return 0
 	}
 	list, err := c.Operations(ctx, rest[0])
 	if err != nil {
 		return fail(stderr, err)
 	}
-	printList(stdout, cf.json, "operations", list, "ID\tKIND\tSTATE\tSTEPS\tFROM\tTO\tCOMMIT\tCREATED\tERROR", func(op *api.Operation) []string {
+	printList(stdout, cf.json, "operations", list, "ID\tKIND\tSTATE\tSTEPS\tFROM\tTO\tCOMMIT\tCREATED\tERROR", func(op *operation.Operation) []string {
 		msg := firstLine(op.Error)
 		if len(msg) > 60 {
 			msg = msg[:57] + "..."
@@ -59,7 +51,7 @@ func cmdOps(args []string, stdout, stderr io.Writer) int {
 }
 
 // printOperation shows one operation in detail.
-func printOperation(w io.Writer, op *api.Operation) {
+func printOperation(w io.Writer, op *operation.Operation) {
 	tw := newTable(w)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("id", op.ID)
@@ -96,7 +88,7 @@ func printOperation(w io.Writer, op *api.Operation) {
 	}
 }
 
-func endpointString(e *api.Endpoint) string {
+func endpointString(e *operation.Endpoint) string {
 	if e == nil {
 		return "-"
 	}
