@@ -5,8 +5,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/uplinkhq/uplink/instance"
-	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/internal/api"
 )
 
 // cmdInstallations is `uplink installations [name]`.
@@ -37,7 +36,7 @@ func cmdInstallations(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	printList(stdout, cf.json, "installations", list, "NAME\tAPP\tPACKAGE\tCHANNEL\tCOMMIT\tREPOSITORY URL\tLAST OP\tLAST ATTEMPT",
-		func(v instance.View) []string {
+		func(v api.Installation) []string {
 			return []string{v.Name, v.App, v.Package, channelString(&v.Channel), orDash(short(v.ResolvedCommit)),
 				orDash(v.RepositoryURL), opSummary(v.LastOperation), attemptString(v.LastAttempt)}
 		})
@@ -45,7 +44,7 @@ func cmdInstallations(args []string, stdout, stderr io.Writer) int {
 }
 
 // printInstallation shows one installation in detail.
-func printInstallation(w io.Writer, v instance.View) {
+func printInstallation(w io.Writer, v api.Installation) {
 	tw := newTable(w)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("name", v.Name)
@@ -109,7 +108,7 @@ func printInstallation(w io.Writer, v instance.View) {
 }
 
 // attemptString is "branch bad (0123456789ab) by web.3", or "-".
-func attemptString(a *instance.Attempt) string {
+func attemptString(a *api.Attempt) string {
 	if a == nil {
 		return "-"
 	}
@@ -121,7 +120,7 @@ func attemptString(a *instance.Attempt) string {
 }
 
 // opSummary is "<id> <state>", or "-".
-func opSummary(op *operation.Operation) string {
+func opSummary(op *api.Operation) string {
 	if op == nil {
 		return "-"
 	}

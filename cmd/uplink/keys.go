@@ -9,6 +9,7 @@ import (
 
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/client"
 )
 
@@ -98,7 +99,7 @@ func keysList(ctx context.Context, c *client.Client, stdout io.Writer, jsonOut b
 	if err != nil {
 		return err
 	}
-	printList(stdout, jsonOut, "keys", keys, "NAME\tSHA256\tCREATED", func(k client.Key) []string {
+	printList(stdout, jsonOut, "keys", keys, "NAME\tSHA256\tCREATED", func(k api.Key) []string {
 		return []string{k.Name, k.Fingerprint, localTime(k.CreatedAt)}
 	})
 	return nil

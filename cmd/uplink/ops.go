@@ -5,7 +5,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/internal/api"
 )
 
 // cmdOps is `uplink ops watch <id> | show <id> | list <installation>`.
@@ -39,7 +39,7 @@ func cmdOps(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
-	printList(stdout, cf.json, "operations", list, "ID\tKIND\tSTATE\tSTEPS\tFROM\tTO\tCOMMIT\tCREATED\tERROR", func(op *operation.Operation) []string {
+	printList(stdout, cf.json, "operations", list, "ID\tKIND\tSTATE\tSTEPS\tFROM\tTO\tCOMMIT\tCREATED\tERROR", func(op *api.Operation) []string {
 		msg := firstLine(op.Error)
 		if len(msg) > 60 {
 			msg = msg[:57] + "..."
@@ -51,7 +51,7 @@ func cmdOps(args []string, stdout, stderr io.Writer) int {
 }
 
 // printOperation shows one operation in detail.
-func printOperation(w io.Writer, op *operation.Operation) {
+func printOperation(w io.Writer, op *api.Operation) {
 	tw := newTable(w)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("id", op.ID)
@@ -88,7 +88,7 @@ func printOperation(w io.Writer, op *operation.Operation) {
 	}
 }
 
-func endpointString(e *operation.Endpoint) string {
+func endpointString(e *api.Endpoint) string {
 	if e == nil {
 		return "-"
 	}
