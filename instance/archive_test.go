@@ -25,7 +25,7 @@ func TestArchive(t *testing.T) {
 	for i := 2; i <= n; i++ {
 		ch := mainBranch
 		if i%2 == 0 {
-			ch = operation.Channel{Commit: a}
+			ch = instance.Channel{Commit: a}
 		}
 		state := operation.Succeeded
 		if i%3 == 0 {

@@ -10,13 +10,12 @@ import (
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/instance/operation"
-	"github.com/uplinkhq/uplink/storage"
 )
 
 // Put creates (created=true) or updates an installation. A new channel
 // starts a change-channel operation, recorded with the change.
 func (s *Service) Put(ctx context.Context, name string, spec Spec) (View, *operation.Operation, bool, error) {
-	to, err := s.prepare(ctx, name, &spec)
+	commit, err := s.prepare(ctx, name, &spec)
 	if err != nil {
 		return View{}, nil, false, err
 	}
@@ -27,7 +26,7 @@ func (s *Service) Put(ctx context.Context, name string, spec Spec) (View, *opera
 		created, op = !exists || r.deleted(), nil
 		if created {
 			r.CreatedAt, r.DeletedAt, r.History, r.PendingUpgrades = now, nil, nil, nil
-			r.Spec.Channel, r.Commit, r.LastAttempt = operation.Channel{}, "", nil
+			r.Spec.Channel, r.Commit, r.LastAttempt = Channel{}, "", nil
 		}
 		// The record keeps the channel the instances run; the one asked
 		// for replaces it when the change succeeds (Update). Asking again
@@ -38,7 +37,7 @@ func (s *Service) Put(ctx context.Context, name string, spec Spec) (View, *opera
 		target := r.Spec.Channel
 		a := r.active()
 		if a != nil && a.Kind == operation.KindChangeChannel && a.To != nil {
-			target = a.To.Channel
+			target = ChannelOf(*a.To)
 		}
 		switch {
 		case target != spec.Channel:
@@ -46,7 +45,7 @@ func (s *Service) Put(ctx context.Context, name string, spec Spec) (View, *opera
 				return &BusyError{Running: a.ID}
 			}
 			var err error
-			if op, err = s.changeChannel(ctx, r, to, now); err != nil {
+			if op, err = s.changeChannel(ctx, r, spec.Channel.at(commit), now); err != nil {
 				return err
 			}
 		case !created && reflect.DeepEqual(r.Spec, next):
@@ -63,98 +62,95 @@ func (s *Service) Put(ctx context.Context, name string, spec Spec) (View, *opera
 }
 
 // prepare checks a spec, fills its defaults and its key, and resolves its
-// channel.
-func (s *Service) prepare(ctx context.Context, name string, spec *Spec) (operation.Endpoint, error) {
+// channel: spec.Channel becomes the one to record, commit what it names.
+func (s *Service) prepare(ctx context.Context, name string, spec *Spec) (commit string, err error) {
 	if err := ValidName(name); err != nil {
-		return operation.Endpoint{}, err
+		return "", err
 	}
 	if spec.Instances.Project == "" {
 		spec.Instances.Project = s.cfg.DefaultProject
 	}
 	if err := normalize(spec); err != nil {
-		return operation.Endpoint{}, err
+		return "", err
 	}
 	app, _ := artifact.ParseApp(spec.App)
 	ok, err := s.cfg.Refs.AppExists(ctx, app)
 	if err != nil {
-		return operation.Endpoint{}, err
+		return "", err
 	}
 	if !ok {
-		return operation.Endpoint{}, invalid("unknown app %q: nothing is published for it", spec.App)
+		return "", invalid("unknown app %q: nothing is published for it", spec.App)
 	}
 	if err := s.fillKey(ctx, app, spec); err != nil {
-		return operation.Endpoint{}, err
+		return "", err
 	}
-	to, err := s.resolve(ctx, app, spec.Channel)
+	ch, commit, err := s.resolve(ctx, app, spec.Channel)
 	if errors.Is(err, ref.ErrNotFound) {
-		return operation.Endpoint{}, &UnusableError{Msg: "channel " + spec.Channel.String() + ": " + err.Error() + " (nothing published there)"}
+		return "", &UnusableError{Msg: "channel " + spec.Channel.String() + ": " + err.Error() + " (nothing published there)"}
 	}
 	if err != nil {
-		return operation.Endpoint{}, err
+		return "", err
 	}
-	spec.Channel = to.Channel
-	return to, nil
+	spec.Channel = ch
+	return commit, nil
 }
 
 // changeChannel queues, in r, the operation that moves its instances to
 // to, and the history entry that records it.
-func (s *Service) changeChannel(ctx context.Context, r *Record, to operation.Endpoint, now time.Time) (*operation.Operation, error) {
+func (s *Service) changeChannel(ctx context.Context, r *Record, to *operation.Endpoint, now time.Time) (*operation.Operation, error) {
 	if err := s.archive(ctx, r); err != nil {
 		return nil, err
 	}
 	from := s.running(ctx, r)
-	op := r.newOp(operation.KindChangeChannel, from, &to, now)
-	r.History = slices.Insert(r.History, 0, HistoryEntry{From: chanOf(from), To: to.Channel, Commit: to.Resolved, At: now, Operation: op.ID, Result: op.State})
+	op := r.newOp(operation.KindChangeChannel, from, to, now)
+	r.History = slices.Insert(r.History, 0, HistoryEntry{From: chanOf(from), To: ChannelOf(*to), Commit: to.Resolved, At: now, Operation: op.ID, Result: op.State})
 	return op, nil
 }
 
-func chanOf(e *operation.Endpoint) *operation.Channel {
+func chanOf(e *operation.Endpoint) *Channel {
 	if e == nil {
 		return nil
 	}
-	c := e.Channel
+	c := ChannelOf(*e)
 	return &c
 }
 
 // resolve turns a requested channel into the stored one and its commit.
-func (s *Service) resolve(ctx context.Context, app artifact.App, c operation.Channel) (operation.Endpoint, error) {
+func (s *Service) resolve(ctx context.Context, app artifact.App, c Channel) (Channel, string, error) {
 	switch {
 	case c.Branch != "":
 		b, err := s.cfg.Refs.Branch(ctx, app, c.Branch)
 		if err != nil {
-			return operation.Endpoint{}, err
+			return Channel{}, "", err
 		}
-		return operation.Endpoint{Channel: operation.Channel{Branch: c.Branch}, Resolved: b.Commit}, nil
+		return Channel{Branch: c.Branch}, b.Commit, nil
 	case c.Tag != "":
 		t, err := s.cfg.Refs.Tag(ctx, app, c.Tag)
 		if err != nil {
-			return operation.Endpoint{}, err
+			return Channel{}, "", err
 		}
 		// A tag pins to the commit it names now.
-		return operation.Endpoint{Channel: operation.Channel{Commit: t.Commit, Tag: c.Tag}, Resolved: t.Commit}, nil
+		return Channel{Commit: t.Commit, Tag: c.Tag}, t.Commit, nil
 	}
 	commit, err := s.cfg.Refs.Commit(ctx, app, c.Commit)
 	if err != nil {
-		return operation.Endpoint{}, err
+		return Channel{}, "", err
 	}
-	return operation.Endpoint{Channel: operation.Channel{Commit: commit}, Resolved: commit}, nil
+	return Channel{Commit: commit}, commit, nil
 }
 
 // SetChannel pins the installation to a commit (or the commit a tag names)
 // or makes it track a branch again.
-func (s *Service) SetChannel(ctx context.Context, name string, c operation.Channel) (*operation.Operation, error) {
+func (s *Service) SetChannel(ctx context.Context, name string, c Channel) (*operation.Operation, error) {
 	if err := ValidChannel(c); err != nil {
 		return nil, err
 	}
-	r, _, err := s.load(ctx, name)
-	if storage.IsNotFound(err) || err == nil && r.deleted() {
-		return nil, notFound(name)
-	}
+	r, err := s.loadExisting(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	app, _ := artifact.ParseApp(r.Spec.App)
-	to, err := s.resolve(ctx, app, c)
+	to, commit, err := s.resolve(ctx, app, c)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +165,7 @@ func (s *Service) SetChannel(ctx context.Context, name string, c operation.Chann
 		// The channel moves only when the operation succeeds (Update).
 		now := time.Now().UTC()
 		var err error
-		op, err = s.changeChannel(ctx, r, to, now)
+		op, err = s.changeChannel(ctx, r, to.at(commit), now)
 		r.UpdatedAt = now
 		return err
 	})

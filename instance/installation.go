@@ -1,4 +1,4 @@
-// Package installation owns installations: deployed copies of an app with
+// Package instance owns installations: deployed copies of an app with
 // a channel (the ref their instances install from), their history of
 // channel changes and their operations, all kept durably in storage.
 package instance
@@ -9,6 +9,48 @@ import (
 
 	"github.com/uplinkhq/uplink/instance/operation"
 )
+
+// Channel is what an installation installs from: a branch it tracks, or
+// a commit it is pinned to (Tag records the tag a pin came from).
+type Channel struct {
+	Branch string `json:"branch,omitempty"`
+	Commit string `json:"commit,omitempty"`
+	Tag    string `json:"tag,omitempty"`
+}
+
+// Ref is the ref instances put in their repository URL: the commit when
+// pinned, else the branch.
+func (c Channel) Ref() string {
+	if c.Commit != "" {
+		return c.Commit
+	}
+	return c.Branch
+}
+
+// IsZero reports an unset channel.
+func (c Channel) IsZero() bool { return c == Channel{} }
+
+func (c Channel) String() string {
+	switch {
+	case c.Commit != "" && c.Tag != "":
+		return "commit " + c.Commit + " (tag " + c.Tag + ")"
+	case c.Commit != "":
+		return "commit " + c.Commit
+	case c.Branch != "":
+		return "branch " + c.Branch
+	}
+	return "none"
+}
+
+// at is c as an operation records it, resolved to commit.
+func (c Channel) at(commit string) *operation.Endpoint {
+	return &operation.Endpoint{Branch: c.Branch, Commit: c.Commit, Tag: c.Tag, Resolved: commit}
+}
+
+// ChannelOf is the channel an operation's endpoint names.
+func ChannelOf(e operation.Endpoint) Channel {
+	return Channel{Branch: e.Branch, Commit: e.Commit, Tag: e.Tag}
+}
 
 // Instances says how an installation's instances are made.
 type Instances struct {
@@ -22,23 +64,23 @@ type Instances struct {
 // what the instances run: it moves when a change-channel operation
 // succeeds, and is unset until the first one did.
 type Spec struct {
-	App           string            `json:"app"`
-	Package       string            `json:"package"`
-	Channel       operation.Channel `json:"channel,omitzero"`
-	Instances     Instances         `json:"instances"`
-	PublicKey     string            `json:"public_key"`
-	KeyName       string            `json:"key_name"`
-	HealthCommand []string          `json:"health_command,omitempty"`
+	App           string    `json:"app"`
+	Package       string    `json:"package"`
+	Channel       Channel   `json:"channel,omitzero"`
+	Instances     Instances `json:"instances"`
+	PublicKey     string    `json:"public_key"`
+	KeyName       string    `json:"key_name"`
+	HealthCommand []string  `json:"health_command,omitempty"`
 }
 
 // HistoryEntry is one channel change.
 type HistoryEntry struct {
-	From      *operation.Channel `json:"from"`
-	To        operation.Channel  `json:"to"`
-	Commit    string             `json:"commit"`
-	At        time.Time          `json:"at"`
-	Operation string             `json:"operation"`
-	Result    operation.State    `json:"result"`
+	From      *Channel        `json:"from"`
+	To        Channel         `json:"to"`
+	Commit    string          `json:"commit"`
+	At        time.Time       `json:"at"`
+	Operation string          `json:"operation"`
+	Result    operation.State `json:"result"`
 }
 
 // Record is the one stored object of an installation. The spec, the
@@ -76,10 +118,10 @@ type Record struct {
 // Attempt is a change of an installation's instances that has not
 // succeeded (yet): the one running, or the last one that failed.
 type Attempt struct {
-	Channel   operation.Channel `json:"channel"`
-	Commit    string            `json:"commit"`
-	Operation string            `json:"operation"`
-	Error     string            `json:"error,omitempty"`
+	Channel   Channel `json:"channel"`
+	Commit    string  `json:"commit"`
+	Operation string  `json:"operation"`
+	Error     string  `json:"error,omitempty"`
 }
 
 // Instance is an instance as observed by the instance backend.

@@ -17,10 +17,7 @@ func (s *Service) Operation(ctx context.Context, id string) (*operation.Operatio
 	if name == "" {
 		return nil, opNotFound(id)
 	}
-	r, _, err := s.load(ctx, name)
-	if storage.IsNotFound(err) {
-		return nil, opNotFound(id)
-	}
+	r, err := s.loadOr(ctx, name, opNotFound(id))
 	if err != nil {
 		return nil, err
 	}
@@ -41,10 +38,8 @@ func (s *Service) Operations(ctx context.Context, name string) ([]*operation.Ope
 	if ValidName(name) != nil {
 		return nil, notFound(name)
 	}
-	r, _, err := s.load(ctx, name)
-	if storage.IsNotFound(err) {
-		return nil, notFound(name)
-	}
+	// A deleted installation's operations stay readable.
+	r, err := s.loadOr(ctx, name, notFound(name))
 	if err != nil {
 		return nil, err
 	}
@@ -123,12 +118,12 @@ func (r *Record) end(op *operation.Operation, now time.Time) *operation.Operatio
 	case op.State == operation.Succeeded:
 		// An upgrade that succeeds supersedes a failed one on its channel,
 		// not a failed change to another channel.
-		if op.Kind == operation.KindChangeChannel || r.LastAttempt != nil && r.LastAttempt.Channel == op.To.Channel {
+		if op.Kind == operation.KindChangeChannel || r.LastAttempt != nil && r.LastAttempt.Channel == ChannelOf(*op.To) {
 			r.LastAttempt = nil
 		}
-		r.Spec.Channel, r.Commit, r.UpdatedAt = op.To.Channel, op.To.Resolved, now
+		r.Spec.Channel, r.Commit, r.UpdatedAt = ChannelOf(*op.To), op.To.Resolved, now
 	default:
-		r.LastAttempt = &Attempt{Channel: op.To.Channel, Commit: op.To.Resolved, Operation: op.ID, Error: op.Error}
+		r.LastAttempt = &Attempt{Channel: ChannelOf(*op.To), Commit: op.To.Resolved, Operation: op.ID, Error: op.Error}
 		r.UpdatedAt = now
 	}
 	held := ""
@@ -155,8 +150,9 @@ func (s *Service) Target(ctx context.Context, op *operation.Operation) (operatio
 		HealthCommand: sp.HealthCommand,
 	}
 	if op.To != nil {
-		t.Ref, t.Commit = op.To.Ref(), op.To.Resolved
-		t.RepositoryURL = s.RepositoryURL(sp, op.To.Channel)
+		to := ChannelOf(*op.To)
+		t.Ref, t.Commit = to.Ref(), op.To.Resolved
+		t.RepositoryURL = s.RepositoryURL(sp, to)
 		if app, err := artifact.ParseApp(sp.App); err == nil && t.Commit != "" {
 			if b, err := s.cfg.Refs.Build(ctx, app, t.Commit); err == nil {
 				t.Archs = b.Archs

@@ -64,8 +64,6 @@ func (r *Record) follows(app, branch string) bool {
 // upgradeOp records an upgrade of r's instances, on the branch they
 // track, to commit; it supersedes any publish held meanwhile.
 func (r *Record) upgradeOp(commit string, now time.Time) *operation.Operation {
-	from := &operation.Endpoint{Channel: r.Spec.Channel, Resolved: r.lastCommit()}
-	to := &operation.Endpoint{Channel: r.Spec.Channel, Resolved: commit}
 	r.PendingUpgrades = nil
-	return r.newOp(operation.KindUpgrade, from, to, now)
+	return r.newOp(operation.KindUpgrade, r.Spec.Channel.at(r.lastCommit()), r.Spec.Channel.at(commit), now)
 }

@@ -17,7 +17,7 @@ func TestTargetVersions(t *testing.T) {
 	e.start(&backend{}, 3)
 	e.publish("A", "main", "1.0-r0")
 	b := e.publish("B", "main", "2.0-r7")
-	_, op, _ := e.put(operation.Channel{Branch: "main"})
+	_, op, _ := e.put(instance.Channel{Branch: "main"})
 	tg, err := e.svc.Target(context.Background(), op)
 	if err != nil || tg.Commit != b || tg.Versions[apktest.DefaultArch] != "2.0-r7" || len(tg.Versions) != 1 {
 		t.Fatalf("target %+v, %v", tg, err)
@@ -34,7 +34,7 @@ func TestReconcileVersions(t *testing.T) {
 	e.start(&backend{}, 3)
 	a := e.publish("A", "main", "1.0-r0")
 	b := e.publish("B", "main", "2.0-r0")
-	_, op, _ := e.put(operation.Channel{Branch: "main"})
+	_, op, _ := e.put(instance.Channel{Branch: "main"})
 	e.wait(op.ID)
 	e.settle()
 
@@ -84,7 +84,7 @@ func TestReconcileVersions(t *testing.T) {
 
 	// Pinned: a drifted version is converged in place too; instances on
 	// another commit are re-bootstrapped.
-	e.wait(e.setChannel(operation.Channel{Commit: a}).ID)
+	e.wait(e.setChannel(instance.Channel{Commit: a}).ID)
 	e.settle()
 	if op := reconcile(observed(a, "1.0-r0", "2.0-r0")); op == nil || op.Kind != operation.KindUpgrade || op.To.Commit != a || op.Commit != a {
 		t.Fatalf("pinned, drifted: %+v", op)

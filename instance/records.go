@@ -33,14 +33,29 @@ func (s *Service) load(ctx context.Context, name string) (*Record, string, error
 	return &r, etag, nil
 }
 
+// loadOr loads name's record, or returns missing when there is none.
+func (s *Service) loadOr(ctx context.Context, name string, missing error) (*Record, error) {
+	r, _, err := s.load(ctx, name)
+	if storage.IsNotFound(err) {
+		return nil, missing
+	}
+	return r, err
+}
+
 // loadLive loads a record that exists and is not deleted; anything else
 // is not found.
 func (s *Service) loadLive(ctx context.Context, name string) (*Record, error) {
 	if ValidName(name) != nil {
 		return nil, notFound(name)
 	}
-	r, _, err := s.load(ctx, name)
-	if storage.IsNotFound(err) || err == nil && r.deleted() {
+	return s.loadExisting(ctx, name)
+}
+
+// loadExisting is loadLive for a name that is known to be valid or that
+// storage may reject.
+func (s *Service) loadExisting(ctx context.Context, name string) (*Record, error) {
+	r, err := s.loadOr(ctx, name, notFound(name))
+	if err == nil && r.deleted() {
 		return nil, notFound(name)
 	}
 	return r, err

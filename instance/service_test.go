@@ -155,12 +155,12 @@ func (e *env) publish(label, branch, version string) string {
 	return commit
 }
 
-func (e *env) spec(ch operation.Channel) instance.Spec {
+func (e *env) spec(ch instance.Channel) instance.Spec {
 	return instance.Spec{App: testApp.String(), Package: "hello", Channel: ch,
 		Instances: instance.Instances{Count: 2, Image: "alpine/3.20"}, PublicKey: string(e.key.PublicPEM()), KeyName: e.key.Name}
 }
 
-func (e *env) put(ch operation.Channel) (instance.View, *operation.Operation, bool) {
+func (e *env) put(ch instance.Channel) (instance.View, *operation.Operation, bool) {
 	e.t.Helper()
 	v, op, created, err := e.svc.Put(context.Background(), "web", e.spec(ch))
 	if err != nil {
@@ -169,7 +169,7 @@ func (e *env) put(ch operation.Channel) (instance.View, *operation.Operation, bo
 	return v, op, created
 }
 
-func (e *env) setChannel(ch operation.Channel) *operation.Operation {
+func (e *env) setChannel(ch instance.Channel) *operation.Operation {
 	e.t.Helper()
 	op, err := e.svc.SetChannel(context.Background(), "web", ch)
 	if err != nil {
@@ -251,7 +251,7 @@ func (e *env) settle() []*operation.Operation {
 	}
 }
 
-func (e *env) expectRuns(v instance.View, ch operation.Channel, commit string) {
+func (e *env) expectRuns(v instance.View, ch instance.Channel, commit string) {
 	e.t.Helper()
 	url := "http://uplink.test:4080/distribution/" + ch.Ref() + "/" + testApp.String()
 	if v.Channel != ch || v.ResolvedCommit != commit || v.RepositoryURL != url {
@@ -260,8 +260,8 @@ func (e *env) expectRuns(v instance.View, ch operation.Channel, commit string) {
 }
 
 var (
-	mainBranch = operation.Channel{Branch: "main"}
-	badBranch  = operation.Channel{Branch: "bad"}
+	mainBranch = instance.Channel{Branch: "main"}
+	badBranch  = instance.Channel{Branch: "bad"}
 )
 
 // TestFailedChangeKeepsChannel: a change that fails leaves the channel,
@@ -316,7 +316,7 @@ func TestFailedChangeKeepsChannel(t *testing.T) {
 	c := e.publish("C", "main", "2.0-r0")
 	ops := e.settle()
 	up := ops[0]
-	if len(ops) != before+1 || up.Kind != operation.KindUpgrade || up.State != operation.Succeeded || up.From.Resolved != a || up.To.Resolved != c || up.To.Channel != mainBranch {
+	if len(ops) != before+1 || up.Kind != operation.KindUpgrade || up.State != operation.Succeeded || up.From.Resolved != a || up.To.Resolved != c || instance.ChannelOf(*up.To) != mainBranch {
 		t.Fatalf("upgrade after a failed change: %+v", up)
 	}
 	v = e.get()
@@ -328,7 +328,7 @@ func TestFailedChangeKeepsChannel(t *testing.T) {
 	// Retrying the change (bad now points at Y, which installs) works and
 	// clears last_attempt.
 	retry := e.setChannel(badBranch)
-	if retry.From == nil || retry.From.Channel != mainBranch || retry.From.Resolved != c {
+	if retry.From == nil || instance.ChannelOf(*retry.From) != mainBranch || retry.From.Resolved != c {
 		t.Fatalf("the retry starts from %+v, want main at C", retry.From)
 	}
 	if retry = e.wait(retry.ID); retry.State != operation.Succeeded {
@@ -403,7 +403,7 @@ func TestFailedFirstBootstrap(t *testing.T) {
 // and the one to X is not. A PUT asking again for X is no new change; one
 // asking for main is refused while the change runs.
 func TestPublishDuringChange(t *testing.T) {
-	x := operation.Channel{Branch: "x"}
+	x := instance.Channel{Branch: "x"}
 	for _, fail := range []bool{false, true} {
 		t.Run(fmt.Sprintf("fail=%v", fail), func(t *testing.T) {
 			e := newEnv(t)
@@ -421,7 +421,7 @@ func TestPublishDuringChange(t *testing.T) {
 				t.Fatalf("PUT of the channel a running change moves to started %s", again.ID)
 			}
 			var busy *instance.BusyError
-			if _, _, _, err := e.svc.Put(context.Background(), "web", e.spec(operation.Channel{Commit: a})); !errors.As(err, &busy) || busy.Running != change.ID {
+			if _, _, _, err := e.svc.Put(context.Background(), "web", e.spec(instance.Channel{Commit: a})); !errors.As(err, &busy) || busy.Running != change.ID {
 				t.Fatalf("PUT of another channel while %s runs: %v", change.ID, err)
 			}
 			m2 := e.publish("M2", "main", "1.1-r0")
@@ -439,13 +439,13 @@ func TestPublishDuringChange(t *testing.T) {
 			up := ops[0]
 			v := e.get()
 			if !fail {
-				if up.To.Channel != x || up.From.Resolved != x1 || up.To.Resolved != x2 {
+				if instance.ChannelOf(*up.To) != x || up.From.Resolved != x1 || up.To.Resolved != x2 {
 					t.Fatalf("upgrade after the change: %+v -> %+v", up.From, up.To)
 				}
 				e.expectRuns(v, x, x2)
 				return
 			}
-			if up.To.Channel != mainBranch || up.From.Resolved != a || up.To.Resolved != m2 {
+			if instance.ChannelOf(*up.To) != mainBranch || up.From.Resolved != a || up.To.Resolved != m2 {
 				t.Fatalf("upgrade after the failed change: %+v -> %+v", up.From, up.To)
 			}
 			e.expectRuns(v, mainBranch, m2)
@@ -498,7 +498,7 @@ func TestUpgradeFromWhatRuns(t *testing.T) {
 // instead, the channel stays and the publish to the old branch held
 // meanwhile is applied.
 func TestTakeoverMidChange(t *testing.T) {
-	x := operation.Channel{Branch: "x"}
+	x := instance.Channel{Branch: "x"}
 	for _, giveUp := range []bool{false, true} {
 		t.Run(fmt.Sprintf("giveUp=%v", giveUp), func(t *testing.T) {
 			e := newEnv(t)
@@ -550,7 +550,7 @@ func TestTakeoverMidChange(t *testing.T) {
 			if final.State != operation.Failed || !strings.Contains(final.Error, "abandoned") {
 				t.Fatalf("given up: %s %q", final.State, final.Error)
 			}
-			if up.Kind != operation.KindUpgrade || up.To.Channel != mainBranch || up.From.Resolved != a || up.To.Resolved != m2 || up.State != operation.Succeeded {
+			if up.Kind != operation.KindUpgrade || instance.ChannelOf(*up.To) != mainBranch || up.From.Resolved != a || up.To.Resolved != m2 || up.State != operation.Succeeded {
 				t.Fatalf("after the given-up change: %+v", up)
 			}
 			e.expectRuns(v, mainBranch, m2)

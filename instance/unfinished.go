@@ -21,6 +21,11 @@ import (
 // a marker whose operation is finished or gone removes it.
 const unfinishedPrefix = "meta/unfinished/"
 
+// fullScan is how often the index is checked against every record: an
+// uplink older than the index, still running beside this one during a
+// rolling upgrade, queues operations without markers.
+const fullScan = 5 * time.Minute
+
 // staleMarker is how long a marker may name an operation its record does
 // not hold yet (a queue whose record write failed) before it is removed;
 // far longer than a record write takes.
@@ -43,9 +48,9 @@ func parseUnfinishedKey(key string) (name string, seq int64) {
 
 type unfinishedIndex struct {
 	d storage.Driver
-	// indexed is set once a full scan of the records has marked every
-	// operation queued before the index existed.
-	indexed atomic.Bool
+	// scanned is when (unix nanoseconds) a full scan of the records last
+	// marked every unfinished operation; 0 before the first.
+	scanned atomic.Int64
 }
 
 func (x *unfinishedIndex) mark(ctx context.Context, id string) error {
@@ -62,12 +67,14 @@ func (x *unfinishedIndex) unmark(ctx context.Context, id string) {
 
 // Unfinished implements operation.Journal: the queued and running
 // operations, oldest first per installation (they run in order). The
-// first call reads every record, to index what an older uplink queued;
-// later ones list the index and read only the records it names.
+// first call, and one every fullScan, reads every record to index what
+// an older uplink queued; the others list the index and read only the
+// records it names.
 func (s *Service) Unfinished(ctx context.Context) ([]string, error) {
-	if s.unfinished.indexed.Load() {
+	if last := s.unfinished.scanned.Load(); last != 0 && time.Since(time.Unix(0, last)) < fullScan {
 		return s.indexedUnfinished(ctx)
 	}
+	start := time.Now()
 	rs, err := s.records(ctx)
 	if err != nil {
 		return nil, err
@@ -83,7 +90,7 @@ func (s *Service) Unfinished(ctx context.Context) ([]string, error) {
 			}
 		}
 	}
-	s.unfinished.indexed.Store(true)
+	s.unfinished.scanned.Store(start.UnixNano())
 	return ids, nil
 }
 

@@ -12,7 +12,6 @@ import (
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/ref"
-	"github.com/uplinkhq/uplink/instance/operation"
 )
 
 // MaxInstances bounds instances.count.
@@ -35,7 +34,7 @@ func ValidName(s string) error {
 
 // ValidChannel checks that exactly one of branch, commit and tag is set,
 // and well formed.
-func ValidChannel(c operation.Channel) error {
+func ValidChannel(c Channel) error {
 	n := 0
 	for _, v := range []string{c.Branch, c.Commit, c.Tag} {
 		if v != "" {

@@ -2,9 +2,8 @@ package instance
 
 import (
 	"context"
-	"net/url"
-	"strings"
 
+	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/instance/operation"
 )
@@ -74,13 +73,13 @@ func (s *Service) view(ctx context.Context, r *Record, observed []Instance) View
 	}
 	v := View{Name: r.Name, Spec: r.Spec, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Observed: observed}
 	if cur := s.running(ctx, r); cur != nil {
-		v.ResolvedCommit, v.RepositoryURL = cur.Resolved, s.RepositoryURL(r.Spec, cur.Channel)
+		v.ResolvedCommit, v.RepositoryURL = cur.Resolved, s.RepositoryURL(r.Spec, r.Spec.Channel)
 	}
 	if len(r.Operations) > 0 {
 		v.LastOperation = public(r.Operations[0])
 	}
 	if a := r.active(); a != nil && a.To != nil {
-		v.Pending = &Attempt{Channel: a.To.Channel, Commit: a.To.Resolved, Operation: a.ID}
+		v.Pending = &Attempt{Channel: ChannelOf(*a.To), Commit: a.To.Resolved, Operation: a.ID}
 	}
 	if r.LastAttempt != nil {
 		la := *r.LastAttempt
@@ -90,8 +89,8 @@ func (s *Service) view(ctx context.Context, r *Record, observed []Instance) View
 }
 
 // RepositoryURL is the line an instance of r puts in /etc/apk/repositories.
-func (s *Service) RepositoryURL(spec Spec, c operation.Channel) string {
-	return strings.TrimRight(s.cfg.DistributionURL, "/") + "/distribution/" + url.PathEscape(c.Ref()) + "/" + spec.App
+func (s *Service) RepositoryURL(spec Spec, c Channel) string {
+	return distribution.RepositoryURL(s.cfg.DistributionURL, c.Ref(), spec.App)
 }
 
 // endpoint is where r's channel points now: for a tracked branch, its
@@ -100,7 +99,7 @@ func (s *Service) endpoint(ctx context.Context, r *Record) *operation.Endpoint {
 	if r.Spec.Channel.IsZero() {
 		return nil
 	}
-	return &operation.Endpoint{Channel: r.Spec.Channel, Resolved: s.resolvedCommit(ctx, r)}
+	return r.Spec.Channel.at(s.resolvedCommit(ctx, r))
 }
 
 // running is what r's instances run: nil until a change-channel
@@ -113,7 +112,7 @@ func (s *Service) running(ctx context.Context, r *Record) *operation.Endpoint {
 	if c == "" {
 		c = s.resolvedCommit(ctx, r)
 	}
-	return &operation.Endpoint{Channel: r.Spec.Channel, Resolved: c}
+	return r.Spec.Channel.at(c)
 }
 
 func (s *Service) resolvedCommit(ctx context.Context, r *Record) string {

@@ -244,7 +244,7 @@ func TestChaosPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	history := []string{commits[0]}
-	spec := instance.Spec{App: "acme/hello", Package: "hello", Channel: operation.Channel{Branch: "main"},
+	spec := instance.Spec{App: "acme/hello", Package: "hello", Channel: instance.Channel{Branch: "main"},
 		Instances: instance.Instances{Image: "alpine/3.20"}, PublicKey: string(e.key.PublicPEM()), KeyName: e.key.Name}
 	var v instance.View
 	if err := r.api.JSON(context.Background(), http.MethodPut, "/api/v1/installations/web", spec, &v); err != nil {

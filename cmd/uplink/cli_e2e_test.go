@@ -50,7 +50,7 @@ func TestCLIRollback(t *testing.T) {
 	a := publish("A", "hello", "1.0-r0")
 	publish("B", "hello", "2.0-r0")
 
-	spec := instance.Spec{App: "acme/hello", Package: "hello", Channel: operation.Channel{Branch: "main"},
+	spec := instance.Spec{App: "acme/hello", Package: "hello", Channel: instance.Channel{Branch: "main"},
 		Instances: instance.Instances{Image: "alpine/3.20"}, PublicKey: string(key.PublicPEM()), KeyName: key.Name}
 	var v instance.View
 	if err := api.JSON(context.Background(), http.MethodPut, "/api/v1/installations/web", spec, &v); err != nil {

@@ -61,8 +61,8 @@ func recordedStates(id, inst string, steps []string, failAt int) []operation.Ope
 	mk := func(state operation.State, running int, stepState operation.StepState) operation.Operation {
 		op := operation.Operation{
 			ID: id, Kind: operation.KindChangeChannel, Installation: inst, State: state,
-			From:      &operation.Endpoint{Channel: operation.Channel{Branch: "main"}, Resolved: commitA},
-			To:        &operation.Endpoint{Channel: operation.Channel{Commit: commitB}, Resolved: commitB},
+			From:      &operation.Endpoint{Branch: "main", Resolved: commitA},
+			To:        &operation.Endpoint{Commit: commitB, Resolved: commitB},
 			Commit:    commitB,
 			CreatedAt: testTime,
 		}

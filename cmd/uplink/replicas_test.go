@@ -132,7 +132,7 @@ func TestReplicas(t *testing.T) {
 	r1.publish(t, key, a, "1.0-r0")
 	r1.publish(t, key, b, "2.0-r0")
 
-	spec := instance.Spec{App: "acme/hello", Package: "hello", Channel: operation.Channel{Branch: "main"},
+	spec := instance.Spec{App: "acme/hello", Package: "hello", Channel: instance.Channel{Branch: "main"},
 		Instances: instance.Instances{Image: "alpine/3.20"}, PublicKey: string(key.PublicPEM()), KeyName: key.Name}
 	var v instance.View
 	if err := r1.api.JSON(context.Background(), http.MethodPut, "/api/v1/installations/web", spec, &v); err != nil {

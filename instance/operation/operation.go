@@ -66,42 +66,13 @@ type LogLine struct {
 	Line string    `json:"line"`
 }
 
-// Channel is what an installation installs from: a branch it tracks, or
-// a commit it is pinned to (Tag records the tag a pin came from).
-type Channel struct {
-	Branch string `json:"branch,omitempty"`
-	Commit string `json:"commit,omitempty"`
-	Tag    string `json:"tag,omitempty"`
-}
-
-// Ref is the ref instances put in their repository URL: the commit when
-// pinned, else the branch.
-func (c Channel) Ref() string {
-	if c.Commit != "" {
-		return c.Commit
-	}
-	return c.Branch
-}
-
-// IsZero reports an unset channel.
-func (c Channel) IsZero() bool { return c == Channel{} }
-
-func (c Channel) String() string {
-	switch {
-	case c.Commit != "" && c.Tag != "":
-		return "commit " + c.Commit + " (tag " + c.Tag + ")"
-	case c.Commit != "":
-		return "commit " + c.Commit
-	case c.Branch != "":
-		return "branch " + c.Branch
-	}
-	return "none"
-}
-
-// Endpoint is one side of an operation: a channel and the commit it
+// Endpoint is one side of an operation: the channel of the installation
+// (a branch, or a commit with the tag it came from) and the commit it
 // resolved to when the operation was created.
 type Endpoint struct {
-	Channel
+	Branch   string `json:"branch,omitempty"`
+	Commit   string `json:"commit,omitempty"`
+	Tag      string `json:"tag,omitempty"`
 	Resolved string `json:"resolved_commit,omitempty"`
 }
 

@@ -26,19 +26,19 @@ func mapSlice[T, U any](in []T, f func(T) U) []U {
 	return out
 }
 
-func apiChannel(c operation.Channel) api.Channel {
+func apiChannel(c instance.Channel) api.Channel {
 	return api.Channel{Branch: c.Branch, Commit: c.Commit, Tag: c.Tag}
 }
 
-func domainChannel(c api.Channel) operation.Channel {
-	return operation.Channel{Branch: c.Branch, Commit: c.Commit, Tag: c.Tag}
+func domainChannel(c api.Channel) instance.Channel {
+	return instance.Channel{Branch: c.Branch, Commit: c.Commit, Tag: c.Tag}
 }
 
 func apiEndpoint(e *operation.Endpoint) *api.Endpoint {
 	if e == nil {
 		return nil
 	}
-	return &api.Endpoint{Channel: apiChannel(e.Channel), Resolved: e.Resolved}
+	return &api.Endpoint{Channel: apiChannel(instance.ChannelOf(*e)), Resolved: e.Resolved}
 }
 
 // apiOperation leaves out the lease and the attempt count: they change

@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/internal/api"
 )
 
@@ -39,7 +40,7 @@ func (a *API) putInstallation(c echo.Context) error {
 	}
 	if op != nil && op.To != nil {
 		// v still shows the channel the instances run; op moves them.
-		a.log.Info("installation channel change started", "installation", v.Name, "channel", op.To.Channel.String(), "operation", op.ID)
+		a.log.Info("installation channel change started", "installation", v.Name, "channel", instance.ChannelOf(*op.To).String(), "operation", op.ID)
 	}
 	status := http.StatusOK
 	if created {
@@ -66,7 +67,7 @@ func (a *API) setChannel(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	a.log.Info("installation channel change", "installation", c.Param("name"), "to", op.To.String(), "operation", op.ID)
+	a.log.Info("installation channel change", "installation", c.Param("name"), "to", instance.ChannelOf(*op.To).String(), "operation", op.ID)
 	return c.JSON(http.StatusAccepted, apiOperation(op))
 }
 

@@ -23,7 +23,7 @@ func opsConfig(cfg server.Config) server.Config {
 	return cfg
 }
 
-func webSpec(key apktest.Key, ch operation.Channel) instance.Spec {
+func webSpec(key apktest.Key, ch instance.Channel) instance.Spec {
 	return instance.Spec{
 		App: testApp, Package: "hello", Channel: ch,
 		Instances: instance.Instances{Count: 2, Image: "alpine/3.20"},
@@ -99,7 +99,7 @@ func TestRollbackStory(t *testing.T) {
 	n.publish(t, a, "main", hello(t, key, "1.0-r0", "A"))
 	n.publish(t, b, "main", hello(t, key, "2.0-r0", "B"))
 
-	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+	v := putInstallation(t, n, "web", webSpec(key, instance.Channel{Branch: "main"}))
 	if v.LastOperation == nil || v.LastOperation.Kind != operation.KindChangeChannel {
 		t.Fatalf("creating an installation starts its bootstrap: %+v", v.LastOperation)
 	}
@@ -187,7 +187,7 @@ func TestFailingOperation(t *testing.T) {
 	n.publish(t, commitOf("A"), "main", hello(t, key, "1.0-r0", "A"))
 	other := apktest.BuildRepository(t, key, apktest.DefaultArch, apktest.Package{Name: "other", Version: "1.0-r0"})
 	n.publish(t, commitOf("X"), "experiments", other)
-	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+	v := putInstallation(t, n, "web", webSpec(key, instance.Channel{Branch: "main"}))
 	waitOp(t, n, v.LastOperation.ID, 10*time.Second)
 
 	op, err := setChannel(t, n, "web", map[string]string{"commit": commitOf("X")})
@@ -219,7 +219,7 @@ func TestChannelConflicts(t *testing.T) {
 	n := start(t, cfg)
 	key := apktest.NewKey(t)
 	n.publish(t, commitOf("A"), "main", hello(t, key, "1.0-r0", "A"))
-	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+	v := putInstallation(t, n, "web", webSpec(key, instance.Channel{Branch: "main"}))
 
 	_, err := setChannel(t, n, "web", map[string]string{"commit": commitOf("A")})
 	var ce *client.Error
@@ -249,7 +249,7 @@ func TestInstallationValidation(t *testing.T) {
 	n := start(t, opsConfig(baseConfig(t)))
 	key := apktest.NewKey(t)
 	n.publish(t, commitOf("A"), "main", hello(t, key, "1.0-r0", "A"))
-	good := webSpec(key, operation.Channel{Branch: "main"})
+	good := webSpec(key, instance.Channel{Branch: "main"})
 	rsaPKCS1 := strings.Replace(strings.Replace(string(key.PublicPEM()), "BEGIN PUBLIC", "BEGIN RSA PUBLIC", 1), "END PUBLIC", "END RSA PUBLIC", 1)
 	for _, tc := range []struct {
 		what   string
@@ -269,7 +269,7 @@ func TestInstallationValidation(t *testing.T) {
 		{"count negative", "web", func(s *instance.Spec) { s.Instances.Count = -1 }, 400, "count"},
 		{"no image", "web", func(s *instance.Spec) { s.Instances.Image = "" }, 400, "image"},
 		{"two channels", "web", func(s *instance.Spec) { s.Channel.Commit = commitOf("A") }, 400, "exactly one"},
-		{"no channel", "web", func(s *instance.Spec) { s.Channel = operation.Channel{} }, 400, "exactly one"},
+		{"no channel", "web", func(s *instance.Spec) { s.Channel = instance.Channel{} }, 400, "exactly one"},
 		{"bad branch", "web", func(s *instance.Spec) { s.Channel.Branch = "a..b" }, 400, "branch"},
 		{"unpublished branch", "web", func(s *instance.Spec) { s.Channel.Branch = "dev" }, 422, "dev"},
 		{"bad name", "Web_1", func(*instance.Spec) {}, 400, "installation name"},
@@ -305,7 +305,7 @@ func TestInstallationLifecycle(t *testing.T) {
 	key := apktest.NewKey(t)
 	a := commitOf("A")
 	n.publish(t, a, "main", hello(t, key, "1.0-r0", "A"))
-	spec := webSpec(key, operation.Channel{Branch: "main"})
+	spec := webSpec(key, instance.Channel{Branch: "main"})
 	v := putInstallation(t, n, "web", spec)
 	if v.Instances.Count != 2 || v.Instances.Project != "default" || len(v.Instances.Profiles) != 1 {
 		t.Fatalf("defaults: %+v", v.Instances)
@@ -316,7 +316,7 @@ func TestInstallationLifecycle(t *testing.T) {
 	if v.Instances.Count != 3 || v.LastOperation.ID != first.ID {
 		t.Fatalf("update without a channel change: %+v, last op %s", v.Instances, v.LastOperation.ID)
 	}
-	spec.Channel = operation.Channel{Commit: a[:7]}
+	spec.Channel = instance.Channel{Commit: a[:7]}
 	v = putInstallation(t, n, "web", spec)
 	if v.Channel.Branch != "main" || v.Pending == nil || v.Pending.Channel.Commit != a || v.LastOperation.ID == first.ID || v.Pending.Operation != v.LastOperation.ID {
 		t.Fatalf("update with a channel change: channel %+v pending %+v, last op %s", v.Channel, v.Pending, v.LastOperation.ID)
@@ -350,7 +350,7 @@ func TestOperationEvents(t *testing.T) {
 	n := start(t, cfg)
 	key := apktest.NewKey(t)
 	n.publish(t, commitOf("A"), "main", hello(t, key, "1.0-r0", "A"))
-	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+	v := putInstallation(t, n, "web", webSpec(key, instance.Channel{Branch: "main"}))
 
 	req, _ := http.NewRequest(http.MethodGet, "http://"+n.srv.AdminAddr()+"/api/v1/operations/"+v.LastOperation.ID+"/events", nil)
 	req.Header.Set("Authorization", "Bearer "+testToken)
@@ -396,7 +396,7 @@ func TestUpgradeQueuedBehindRunning(t *testing.T) {
 	n := start(t, cfg)
 	key := apktest.NewKey(t)
 	n.publish(t, commitOf("A"), "main", hello(t, key, "1.0-r0", "A"))
-	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+	v := putInstallation(t, n, "web", webSpec(key, instance.Channel{Branch: "main"}))
 	n.publish(t, commitOf("B"), "main", hello(t, key, "2.0-r0", "B")) // while the bootstrap runs
 	waitOp(t, n, v.LastOperation.ID, 20*time.Second)
 	var up *operation.Operation
@@ -423,7 +423,7 @@ func TestFailedChangeKeepsChannel(t *testing.T) {
 	a, x := commitOf("A"), commitOf("X")
 	n.publish(t, a, "main", hello(t, key, "1.0-r0", "A"))
 	n.publish(t, x, "bad", apktest.BuildRepository(t, key, apktest.DefaultArch, apktest.Package{Name: "other", Version: "1.0-r0"}))
-	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+	v := putInstallation(t, n, "web", webSpec(key, instance.Channel{Branch: "main"}))
 	waitOp(t, n, v.LastOperation.ID, 10*time.Second)
 
 	op, err := setChannel(t, n, "web", map[string]string{"branch": "bad"})
@@ -518,7 +518,7 @@ func TestPublishDuringChange(t *testing.T) {
 	a, x1, x2, m2 := commitOf("A"), commitOf("X1"), commitOf("X2"), commitOf("M2")
 	n.publish(t, a, "main", hello(t, key, "1.0-r0", "A"))
 	n.publish(t, x1, "x", hello(t, key, "5.0-r0", "X1"))
-	v := putInstallation(t, n, "web", webSpec(key, operation.Channel{Branch: "main"}))
+	v := putInstallation(t, n, "web", webSpec(key, instance.Channel{Branch: "main"}))
 	waitOp(t, n, v.LastOperation.ID, 20*time.Second)
 
 	change, err := setChannel(t, n, "web", map[string]string{"branch": "x"})

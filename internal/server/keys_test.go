@@ -93,7 +93,7 @@ func TestKeysEndToEnd(t *testing.T) {
 		}
 
 		// An installation names the key alone.
-		spec := webSpec(key, operation.Channel{Branch: "main"})
+		spec := webSpec(key, instance.Channel{Branch: "main"})
 		spec.PublicKey = ""
 		var v instance.View
 		if err := n.api.JSON(t.Context(), http.MethodPut, "/api/v1/installations/web", spec, &v); err != nil {
