@@ -44,6 +44,8 @@ type errorKind struct {
 var errorKinds = []errorKind{
 	{as[*ref.MissingIndexError], http.StatusUnprocessableEntity, "missing", nil},
 	{as[*distribution.ValidationError], http.StatusUnprocessableEntity, "", validationDetail},
+	{as[*distribution.ImmutableError], http.StatusConflict, "immutable", nil},
+	{as[*distribution.BodyError], http.StatusBadRequest, "bad_body", nil},
 	{as[*instance.BusyError], http.StatusConflict, api.CodeOperationRunning, busyDetail},
 	{as[*instance.UnusableError], http.StatusUnprocessableEntity, "unusable", nil},
 	{as[*ref.AmbiguousError], http.StatusConflict, "ambiguous_ref", nil},
