@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,24 +35,6 @@ type fixture struct {
 	t    *testing.T
 	srv  *httptest.Server
 	inst *instance.Service
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -64,16 +45,15 @@ func newFixture(t *testing.T) *fixture {
 	}
 	refs := ref.NewStore(drv)
 	inst := instance.New(instance.Config{Storage: drv, Refs: refs, DistributionURL: "http://uplink:4080"})
-	logs := &syncBuffer{}
 	a := New(Config{
 		Storage: drv, Refs: refs, Installations: inst, Keys: distribution.NewKeys(drv),
 		Tokens: []string{testToken}, MaxUpload: 1 << 20, TempDir: t.TempDir(),
-		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Logger: slog.New(slog.DiscardHandler),
 	})
 	e := echo.New()
 	e.HTTPErrorHandler = a.ErrorHandler
 	a.Register(e)
-	f := &fixture{t: t, srv: httptest.NewServer(e), inst: inst, logs: logs}
+	f := &fixture{t: t, srv: httptest.NewServer(e), inst: inst}
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -195,8 +175,8 @@ func TestDecode(t *testing.T) {
 // TestErrorHandler: an error the table does not know is a 503 whose
 // detail stays in the log.
 func TestErrorHandler(t *testing.T) {
-	f := newFixture(t)
-	a := New(Config{Logger: slog.New(slog.NewTextHandler(f.logs, nil))})
+	var logs bytes.Buffer
+	a := New(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	e := echo.New()
 	req := httptest.NewRequest(http.MethodGet, "/api/v1/x", nil)
 	rec := httptest.NewRecorder()
@@ -207,8 +187,8 @@ func TestErrorHandler(t *testing.T) {
 	if e := apiError(t, rec.Body.Bytes()); e.Code != "unavailable" || strings.Contains(rec.Body.String(), "secret") {
 		t.Fatalf("body %s", rec.Body)
 	}
-	if !strings.Contains(f.logs.String(), "disk on fire") {
-		t.Fatalf("the log lacks the detail:\n%s", f.logs)
+	if !strings.Contains(logs.String(), "disk on fire") {
+		t.Fatalf("the log lacks the detail:\n%s", &logs)
 	}
 }
 

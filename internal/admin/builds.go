@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/internal/api"
 )
 
 func (a *API) listApps(c echo.Context) error {
@@ -49,7 +50,7 @@ func (a *API) listBuilds(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"builds": builds})
+	return c.JSON(http.StatusOK, api.Builds{Builds: mapSlice(builds, apiBuild)})
 }
 
 func (a *API) listRefs(c echo.Context) error {
@@ -61,7 +62,7 @@ func (a *API) listRefs(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, refs)
+	return c.JSON(http.StatusOK, apiRefs(refs))
 }
 
 func (a *API) publish(c echo.Context) error {
@@ -69,15 +70,15 @@ func (a *API) publish(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var req ref.PublishRequest
+	var req api.PublishRequest
 	if err := decode(c, &req); err != nil {
 		return err
 	}
-	build, err := a.builds().Publish(c.Request().Context(), app, req)
+	build, err := a.builds().Publish(c.Request().Context(), app, domainPublish(req))
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, build)
+	return c.JSON(http.StatusCreated, apiBuild(build))
 }
 
 // builds is the distribution domain's write side, on this API's storage,

@@ -1,6 +1,8 @@
 // Conversions between the domain's values and the API's wire types
 // (internal/api): what leaves here is what docs/api.md promises, and
-// nothing a record keeps only to run the service.
+// nothing a record keeps only to run the service. Where the two types
+// have the same fields a Go conversion does it, so that a field added to
+// the domain's type stops the build here until the API decides on it.
 
 package admin
 
@@ -26,19 +28,11 @@ func mapSlice[T, U any](in []T, f func(T) U) []U {
 	return out
 }
 
-func apiChannel(c instance.Channel) api.Channel {
-	return api.Channel{Branch: c.Branch, Commit: c.Commit, Tag: c.Tag}
-}
-
-func domainChannel(c api.Channel) instance.Channel {
-	return instance.Channel{Branch: c.Branch, Commit: c.Commit, Tag: c.Tag}
-}
-
 func apiEndpoint(e *operation.Endpoint) *api.Endpoint {
 	if e == nil {
 		return nil
 	}
-	return &api.Endpoint{Channel: apiChannel(instance.ChannelOf(*e)), Resolved: e.Resolved}
+	return &api.Endpoint{Channel: api.Channel(instance.ChannelOf(*e)), Resolved: e.Resolved}
 }
 
 // apiOperation leaves out the lease and the attempt count: they change
@@ -65,33 +59,23 @@ func apiAttempt(a *instance.Attempt) *api.Attempt {
 	if a == nil {
 		return nil
 	}
-	return &api.Attempt{Channel: apiChannel(a.Channel), Commit: a.Commit, Operation: a.Operation, Error: a.Error}
+	return &api.Attempt{Channel: api.Channel(a.Channel), Commit: a.Commit, Operation: a.Operation, Error: a.Error}
 }
 
 func apiSpec(s instance.Spec) api.Spec {
-	in := s.Instances
-	return api.Spec{
-		App: s.App, Package: s.Package, Channel: apiChannel(s.Channel),
-		Instances: api.Instances{Count: in.Count, Image: in.Image, Profiles: in.Profiles, Project: in.Project},
-		PublicKey: s.PublicKey, KeyName: s.KeyName, HealthCommand: s.HealthCommand,
-	}
+	return api.Spec{App: s.App, Package: s.Package, Channel: api.Channel(s.Channel), Instances: api.Instances(s.Instances),
+		PublicKey: s.PublicKey, KeyName: s.KeyName, HealthCommand: s.HealthCommand}
 }
 
 func domainSpec(s api.Spec) instance.Spec {
-	in := s.Instances
-	return instance.Spec{
-		App: s.App, Package: s.Package, Channel: domainChannel(s.Channel),
-		Instances: instance.Instances{Count: in.Count, Image: in.Image, Profiles: in.Profiles, Project: in.Project},
-		PublicKey: s.PublicKey, KeyName: s.KeyName, HealthCommand: s.HealthCommand,
-	}
+	return instance.Spec{App: s.App, Package: s.Package, Channel: instance.Channel(s.Channel), Instances: instance.Instances(s.Instances),
+		PublicKey: s.PublicKey, KeyName: s.KeyName, HealthCommand: s.HealthCommand}
 }
 
 func apiInstallation(v instance.View) api.Installation {
 	return api.Installation{
 		Name: v.Name, Spec: apiSpec(v.Spec), ResolvedCommit: v.ResolvedCommit, RepositoryURL: v.RepositoryURL,
-		Observed: mapSlice(v.Observed, func(i instance.Instance) api.Instance {
-			return api.Instance{Name: i.Name, Commit: i.Commit, State: i.State, Version: i.Version, Arch: i.Arch}
-		}),
+		Observed:      mapSlice(v.Observed, func(i instance.Instance) api.Instance { return api.Instance(i) }),
 		LastOperation: apiOperation(v.LastOperation), CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt,
 		Pending: apiAttempt(v.Pending), LastAttempt: apiAttempt(v.LastAttempt),
 	}
@@ -100,14 +84,14 @@ func apiInstallation(v instance.View) api.Installation {
 func apiHistoryEntry(h instance.HistoryEntry) api.HistoryEntry {
 	var from *api.Channel
 	if h.From != nil {
-		c := apiChannel(*h.From)
+		c := api.Channel(*h.From)
 		from = &c
 	}
-	return api.HistoryEntry{From: from, To: apiChannel(h.To), Commit: h.Commit, At: h.At, Operation: h.Operation, Result: api.State(h.Result)}
+	return api.HistoryEntry{From: from, To: api.Channel(h.To), Commit: h.Commit, At: h.At, Operation: h.Operation, Result: api.State(h.Result)}
 }
 
 func apiKey(k distribution.KeyInfo) api.Key {
-	return api.Key{Name: k.Name, Fingerprint: k.Fingerprint, CreatedAt: k.CreatedAt}
+	return api.Key(k)
 }
 
 func apiApp(app artifact.App, s distribution.AppSettings) api.App {
@@ -115,7 +99,7 @@ func apiApp(app artifact.App, s distribution.AppSettings) api.App {
 }
 
 func apiBuild(b ref.Build) api.Build {
-	return api.Build{Commit: b.Commit, Branch: b.Branch, Tags: b.Tags, Archs: b.Archs, Message: b.Message, Author: b.Author, PublishedAt: b.PublishedAt}
+	return api.Build(b)
 }
 
 func apiPointers(m map[string]ref.Pointer) map[string]api.Pointer {
@@ -124,7 +108,7 @@ func apiPointers(m map[string]ref.Pointer) map[string]api.Pointer {
 	}
 	out := make(map[string]api.Pointer, len(m))
 	for k, p := range m {
-		out[k] = api.Pointer{Commit: p.Commit, UpdatedAt: p.UpdatedAt}
+		out[k] = api.Pointer(p)
 	}
 	return out
 }
@@ -134,5 +118,5 @@ func apiRefs(r ref.Refs) api.Refs {
 }
 
 func domainPublish(r api.PublishRequest) ref.PublishRequest {
-	return ref.PublishRequest{Commit: r.Commit, Branch: r.Branch, Tags: r.Tags, Message: r.Message, Author: r.Author}
+	return ref.PublishRequest(r)
 }

@@ -84,9 +84,7 @@ func busyDetail(matched error, e *api.Error) {
 func validationDetail(matched error, e *api.Error) {
 	val := matched.(*distribution.ValidationError)
 	e.Code, e.Omitted = val.Code, val.Omitted
-	e.Problems = mapSlice(val.Problems, func(p distribution.Problem) api.Problem {
-		return api.Problem{Arch: p.Arch, File: p.File, Kind: p.Kind, Problem: p.Problem}
-	})
+	e.Problems = mapSlice(val.Problems, func(p distribution.Problem) api.Problem { return api.Problem(p) })
 }
 
 // badJSONDetail shows the whole error: the decoder's message is the detail.

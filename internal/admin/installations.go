@@ -63,7 +63,7 @@ func (a *API) setChannel(c echo.Context) error {
 	if err := decode(c, &ch); err != nil {
 		return err
 	}
-	op, err := a.cfg.Installations.SetChannel(c.Request().Context(), c.Param("name"), domainChannel(ch))
+	op, err := a.cfg.Installations.SetChannel(c.Request().Context(), c.Param("name"), instance.Channel(ch))
 	if err != nil {
 		return err
 	}
