@@ -1,4 +1,4 @@
-package admin
+package admin_test
 
 import (
 	"bufio"
@@ -15,57 +15,33 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/uplinkhq/uplink/distribution"
-	"github.com/uplinkhq/uplink/distribution/ref"
-	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/instance/operation"
+	"github.com/uplinkhq/uplink/internal/admin"
+	"github.com/uplinkhq/uplink/internal/admin/admintest"
 	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/apktest"
-	"github.com/uplinkhq/uplink/storage/filesystem"
 )
 
-// The tests of this file run the real API over in-process storage (the
-// filesystem driver in a temporary directory), through HTTP.
-
-const testToken = "admin-test-token-0123"
+// The tests of this file run the real API over in-process storage
+// (admintest), through HTTP.
 
 const commitA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
 type fixture struct {
-	t    *testing.T
-	srv  *httptest.Server
-	inst *instance.Service
+	t *testing.T
+	*admintest.Site
 }
 
-func newFixture(t *testing.T) *fixture {
-	t.Helper()
-	drv, err := filesystem.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	refs := ref.NewStore(drv)
-	inst := instance.New(instance.Config{Storage: drv, Refs: refs, DistributionURL: "http://uplink:4080"})
-	a := New(Config{
-		Storage: drv, Refs: refs, Installations: inst, Keys: distribution.NewKeys(drv),
-		Tokens: []string{testToken}, MaxUpload: 1 << 20, TempDir: t.TempDir(),
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	e := echo.New()
-	e.HTTPErrorHandler = a.ErrorHandler
-	a.Register(e)
-	f := &fixture{t: t, srv: httptest.NewServer(e), inst: inst}
-	t.Cleanup(f.srv.Close)
-	return f
-}
+func newFixture(t *testing.T) *fixture { return &fixture{t: t, Site: admintest.New(t)} }
 
 // call sends a request with the test token and returns the answer.
 func (f *fixture) call(method, path, body string) (int, http.Header, []byte) {
-	return f.callAs("Bearer "+testToken, method, path, body)
+	return f.callAs("Bearer "+admintest.Token, method, path, body)
 }
 
 func (f *fixture) callAs(auth, method, path, body string) (int, http.Header, []byte) {
 	f.t.Helper()
-	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, f.URL+path, strings.NewReader(body))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -125,19 +101,26 @@ func (f *fixture) withInstallation() api.Installation {
 // a 401 that says how to authenticate.
 func TestAuth(t *testing.T) {
 	f := newFixture(t)
-	for _, auth := range []string{"", "Bearer", "Bearer wrong", "Basic " + testToken, testToken} {
+	for _, auth := range []string{"", "Bearer", "Bearer wrong", "Basic " + admintest.Token, admintest.Token} {
 		status, h, b := f.callAs(auth, http.MethodGet, "/api/v1/installations", "")
 		if status != http.StatusUnauthorized || h.Get("WWW-Authenticate") != `Bearer realm="uplink"` || apiError(t, b).Code != "unauthorized" {
 			t.Errorf("Authorization %q: %d %q %s", auth, status, h.Get("WWW-Authenticate"), b)
 		}
 	}
-	if status, _, b := f.callAs("bearer "+testToken, http.MethodGet, "/api/v1/installations", ""); status != http.StatusOK {
+	if status, _, b := f.callAs("bearer "+admintest.Token, http.MethodGet, "/api/v1/installations", ""); status != http.StatusOK {
 		t.Errorf("the scheme is case-insensitive: %d %s", status, b)
 	}
 	if status, _, b := f.call(http.MethodGet, "/api/v1/nope", ""); status != http.StatusNotFound || apiError(t, b).Code != "not_found" {
 		t.Errorf("unknown endpoint: %d %s", status, b)
 	}
-	if (&API{cfg: Config{Tokens: []string{""}}}).validToken("") {
+	// An empty token configured is no token.
+	e := echo.New()
+	admin.New(admin.Config{Tokens: []string{""}, Logger: slog.New(slog.DiscardHandler)}).Register(e)
+	req := httptest.NewRequest(http.MethodGet, "/api/v1/openapi.json", nil)
+	req.Header.Set("Authorization", "Bearer ")
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, req)
+	if rec.Code == http.StatusOK {
 		t.Error("an empty token is accepted")
 	}
 }
@@ -157,7 +140,7 @@ func TestDecode(t *testing.T) {
 		{"empty", ``, 400, "bad_json"},
 		{"wrong type", `{"allow_unsigned":"yes"}`, 400, "bad_json"},
 		{"not UTF-8", "{\"allow_unsigned\":true,\"x\":\"\xff\"}", 400, "bad_json"},
-		{"too large", `{"allow_unsigned":true,"x":"` + strings.Repeat("a", MaxJSONBody) + `"}`, 413, "too_large"},
+		{"too large", `{"allow_unsigned":true,"x":"` + strings.Repeat("a", admin.MaxJSONBody) + `"}`, 413, "too_large"},
 		{"nothing to change", `{}`, 400, "invalid"},
 	} {
 		status, _, b := f.call(http.MethodPatch, "/api/v1/apps/acme/web", tc.body)
@@ -176,7 +159,7 @@ func TestDecode(t *testing.T) {
 // detail stays in the log.
 func TestErrorHandler(t *testing.T) {
 	var logs bytes.Buffer
-	a := New(Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	a := admin.New(admin.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	e := echo.New()
 	req := httptest.NewRequest(http.MethodGet, "/api/v1/x", nil)
 	rec := httptest.NewRecorder()
@@ -203,7 +186,7 @@ func TestInstallationAPI(t *testing.T) {
 	}
 	// A replica takes the operation on: a lease and an attempt.
 	ctx := context.Background()
-	if _, err := f.inst.Update(ctx, op.ID, func(o *operation.Operation) error {
+	if _, err := f.Installations.Update(ctx, op.ID, func(o *operation.Operation) error {
 		o.Lease = &operation.Lease{Holder: "host/1/abc", Token: 7, Expires: time.Now().Add(time.Minute)}
 		o.Attempts++
 		return nil
@@ -252,8 +235,8 @@ func TestInstallationAPI(t *testing.T) {
 // TestEvents: the event stream sends the operation when what the API
 // shows of it changes, and nothing when only its lease is renewed.
 func TestEvents(t *testing.T) {
-	defer func(d time.Duration) { EventsPoll = d }(EventsPoll)
-	EventsPoll = 5 * time.Millisecond
+	defer func(d time.Duration) { admin.EventsPoll = d }(admin.EventsPoll)
+	admin.EventsPoll = 5 * time.Millisecond
 	f := newFixture(t)
 	id := f.withInstallation().LastOperation.ID
 	ctx, cancel := context.WithCancel(context.Background())
@@ -275,7 +258,7 @@ func TestEvents(t *testing.T) {
 	}
 	update := func(fn func(o *operation.Operation)) {
 		t.Helper()
-		if _, err := f.inst.Update(ctx, id, func(o *operation.Operation) error { fn(o); return nil }); err != nil {
+		if _, err := f.Installations.Update(ctx, id, func(o *operation.Operation) error { fn(o); return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -285,9 +268,9 @@ func TestEvents(t *testing.T) {
 	})
 	for i := range 5 {
 		update(func(o *operation.Operation) { o.Lease.Expires = time.Now().Add(time.Duration(i+2) * time.Second) })
-		time.Sleep(4 * EventsPoll)
+		time.Sleep(4 * admin.EventsPoll)
 	}
-	if op := next(20 * EventsPoll); op != nil {
+	if op := next(20 * admin.EventsPoll); op != nil {
 		t.Fatalf("lease renewals sent an event: %+v", op)
 	}
 	update(func(o *operation.Operation) {
@@ -313,8 +296,8 @@ func TestEvents(t *testing.T) {
 // stream ends.
 func (f *fixture) events(ctx context.Context, id string) <-chan api.Operation {
 	f.t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.srv.URL+"/api/v1/operations/"+id+"/events", nil)
-	req.Header.Set("Authorization", "Bearer "+testToken)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.URL+"/api/v1/operations/"+id+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+admintest.Token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		f.t.Fatal(err)

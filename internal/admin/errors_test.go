@@ -18,6 +18,8 @@ import (
 	"github.com/uplinkhq/uplink/storage"
 )
 
+const commitA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
 // TestErrorTable: each domain's error kinds, wrapped or not, get
 // docs/api.md's status and code; the kinds that carry more say it.
 func TestErrorTable(t *testing.T) {

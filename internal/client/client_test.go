@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,49 +10,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
-	"github.com/uplinkhq/uplink/distribution"
-	"github.com/uplinkhq/uplink/distribution/ref"
-	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/internal/admin"
+	"github.com/uplinkhq/uplink/internal/admin/admintest"
 	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/apktest"
 	"github.com/uplinkhq/uplink/internal/client"
-	"github.com/uplinkhq/uplink/storage/filesystem"
 )
 
 // The tests of this file run the client against the real admin API over
 // in-process storage.
 
-const (
-	token   = "client-test-token-0123"
-	commitA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-)
+const commitA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
 type site struct {
-	c    *client.Client
-	url  string
-	inst *instance.Service
+	*admintest.Site
+	c *client.Client
 }
 
 func newSite(t *testing.T) *site {
-	t.Helper()
-	drv, err := filesystem.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	refs := ref.NewStore(drv)
-	inst := instance.New(instance.Config{Storage: drv, Refs: refs, DistributionURL: "http://uplink:4080"})
-	a := admin.New(admin.Config{Storage: drv, Refs: refs, Installations: inst, Keys: distribution.NewKeys(drv),
-		Tokens: []string{token}, MaxUpload: 1 << 20, TempDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
-	e := echo.New()
-	e.HTTPErrorHandler = a.ErrorHandler
-	a.Register(e)
-	srv := httptest.NewServer(e)
-	t.Cleanup(srv.Close)
-	return &site{c: client.New(srv.URL, token), url: srv.URL, inst: inst}
+	s := admintest.New(t)
+	return &site{Site: s, c: client.New(s.URL, admintest.Token)}
 }
 
 // publish uploads and publishes commitA of acme/web on main.
@@ -161,7 +138,7 @@ func TestErrors(t *testing.T) {
 	if e := asError(t, err); e.Busy() || e.Status != http.StatusNotFound || e.Code != api.CodeNotFound || e.Message == "" {
 		t.Fatalf("unknown installation: %+v", e)
 	}
-	_, err = client.New(s.url, "wrong").Installations(ctx)
+	_, err = client.New(s.URL, "wrong").Installations(ctx)
 	if e := asError(t, err); e.Status != http.StatusUnauthorized || e.Code != "unauthorized" {
 		t.Fatalf("wrong token: %+v", e)
 	}
@@ -178,11 +155,11 @@ func TestErrors(t *testing.T) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
 	defer proxy.Close()
-	_, err = client.New(proxy.URL, token).Installations(ctx)
+	_, err = client.New(proxy.URL, admintest.Token).Installations(ctx)
 	if e := asError(t, err); e.Status != http.StatusBadGateway || e.Code != "error" || e.Message != "bad gateway" {
 		t.Fatalf("proxy page: %+v", e)
 	}
-	_, err = client.New(proxy.URL, token).History(ctx, "web")
+	_, err = client.New(proxy.URL, admintest.Token).History(ctx, "web")
 	if e := asError(t, err); e.Status != http.StatusServiceUnavailable || e.Message != "503 Service Unavailable" {
 		t.Fatalf("empty answer: %+v", e)
 	}
@@ -228,7 +205,7 @@ func TestInstallationsAndWatch(t *testing.T) {
 			},
 		} {
 			time.Sleep(50 * time.Millisecond)
-			s.inst.Update(ctx, id, func(o *operation.Operation) error { fn(o); return nil })
+			s.Installations.Update(ctx, id, func(o *operation.Operation) error { fn(o); return nil })
 		}
 	}()
 	var seen []api.State
