@@ -17,7 +17,8 @@ type Authorizer interface {
 	Allowed(ctx context.Context, app artifact.App, client netip.Addr) (bool, error)
 }
 
-// ErrForbidden refuses a client: 403.
+// ErrForbidden is Access refusing a client (the handler answers 403). An
+// Authorizer refuses by answering false, never with an error.
 var ErrForbidden = errors.New("forbidden")
 
 // ErrUndecided is an access check that could not be made: 503, so that
