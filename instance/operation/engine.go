@@ -14,12 +14,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Journal keeps operations durably; installation.Service implements it.
+// Journal keeps operations durably; instance.Service implements it.
 type Journal interface {
 	// Update applies fn to operation id by compare-and-swap and returns
 	// what was stored. An error from fn aborts without writing.
 	Update(ctx context.Context, id string, fn func(op *Operation) error) (*Operation, error)
-	// Unfinished lists the ids of queued and running operations.
+	// Unfinished lists the ids of queued and running operations. Every
+	// replica asks at every scan, so it should not read every record; it
+	// must never leave out an operation whose creation was acknowledged.
 	Unfinished(ctx context.Context) ([]string, error)
 	// Target says what op works on.
 	Target(ctx context.Context, op *Operation) (Target, error)
