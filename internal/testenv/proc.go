@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"syscall"
 	"time"
 )
 
@@ -55,4 +56,19 @@ func (p *Proc) WaitReady(ctx context.Context, timeout, interval time.Duration, r
 		}
 		time.Sleep(interval)
 	}
+}
+
+// Signal sends sig to the process. After SIGSTOP it waits (up to a second)
+// until every thread has stopped: kill returns before they do, and a
+// thread still running could answer a request sent after Signal returned.
+func (p *Proc) Signal(sig syscall.Signal) error {
+	if err := p.Cmd.Process.Signal(sig); err != nil {
+		return err
+	}
+	if sig == syscall.SIGSTOP {
+		for deadline := time.Now().Add(time.Second); !allStopped(p.Cmd.Process.Pid) && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return nil
 }

@@ -5,3 +5,5 @@ package testenv
 import "syscall"
 
 func sysProcAttr() *syscall.SysProcAttr { return nil }
+
+func allStopped(int) bool { return true }

@@ -18,7 +18,7 @@ func (r *Redis) signal(sig syscall.Signal) {
 	if r.proc == nil {
 		return
 	}
-	if err := r.proc.Cmd.Process.Signal(sig); err != nil {
+	if err := r.proc.Signal(sig); err != nil {
 		r.t.Fatalf("testenv: redis-server: %v: %v", sig, err)
 	}
 }

@@ -60,7 +60,7 @@ func (s *S3) signal(sig syscall.Signal, frozen bool) {
 	if c.proc == nil || c.frozen == frozen {
 		return
 	}
-	if err := c.proc.Cmd.Process.Signal(sig); err != nil {
+	if err := c.proc.Signal(sig); err != nil {
 		c.t.Fatalf("testenv: versitygw: %v: %v", sig, err)
 	}
 	c.frozen = frozen
