@@ -115,10 +115,6 @@ func NewEngine(j Journal, b Backend, cfg EngineConfig) *Engine {
 // Holder names this replica in leases.
 func (e *Engine) Holder() string { return e.holder }
 
-// Kick asks the engine to look for work now (after creating an
-// operation, say) instead of at the next scan.
-func (e *Engine) Kick() { e.wake.Signal() }
-
 // Run scans for operations to run until ctx ends, then waits for the
 // running ones to stop (they are resumed elsewhere once their lease ends).
 func (e *Engine) Run(ctx context.Context) {
@@ -210,7 +206,7 @@ func (e *Engine) try(ctx context.Context, id string) {
 		defer e.wg.Done()
 		defer release()
 		e.execute(ctx, op, token)
-		e.Kick() // finishing may have queued the next operation
+		e.wake.Signal() // finishing may have queued the next operation
 	}()
 }
 
