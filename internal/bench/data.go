@@ -135,18 +135,14 @@ func (b *bench) populateLarge(ctx context.Context) error {
 	b.logf("adding %s builds across %s apps and %s branches to a filesystem store and a bucket",
 		comma(s.builds), comma(s.apps), comma(s.branches))
 	start := time.Now()
-	b.fsLargeDir = b.mkdir("uplink-fs-large")
-	fs, err := filesystem.New(filepath.Join(b.fsLargeDir, "storage"))
+	dir, stores, closeStores, err := b.openStores(ctx, "uplink-fs-large", s3Large)
 	if err != nil {
 		return err
 	}
-	defer fs.Close()
-	bucket, err := s3.New(ctx, b.s3Config(s3Large))
-	if err != nil {
-		return err
-	}
+	defer closeStores()
+	b.fsLargeDir = dir
 	g, gctx := errgroup.WithContext(ctx)
-	for _, d := range []storage.Driver{fs, bucket} {
+	for _, d := range stores {
 		g.Go(func() error { return b.fillLarge(gctx, d) })
 	}
 	if err := g.Wait(); err != nil {
@@ -154,6 +150,22 @@ func (b *bench) populateLarge(ctx context.Context) error {
 	}
 	b.logf("large data set ready in %v", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// openStores opens a filesystem store in a new directory dirName (under
+// its storage/) and the S3 bucket; closeStores closes them.
+func (b *bench) openStores(ctx context.Context, dirName, bucket string) (dir string, stores []storage.Driver, closeStores func(), err error) {
+	dir = b.mkdir(dirName)
+	fs, err := filesystem.New(filepath.Join(dir, "storage"))
+	if err != nil {
+		return "", nil, nil, err
+	}
+	s3d, err := s3.New(ctx, b.s3Config(bucket))
+	if err != nil {
+		fs.Close()
+		return "", nil, nil, err
+	}
+	return dir, []storage.Driver{fs, s3d}, func() { fs.Close() }, nil
 }
 
 func (b *bench) fillLarge(ctx context.Context, d storage.Driver) error {

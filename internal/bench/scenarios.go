@@ -15,8 +15,6 @@ import (
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/ref"
-	"github.com/uplinkhq/uplink/storage"
-	"github.com/uplinkhq/uplink/storage/filesystem"
 	"github.com/uplinkhq/uplink/storage/s3"
 )
 
@@ -130,17 +128,13 @@ func (b *bench) measureAll(ctx context.Context) (*results, error) {
 // index's filler entries name packages that do not exist, which a
 // publish through the API refuses (422 incomplete).
 func (b *bench) prepare(ctx context.Context) error {
-	b.fsDir = b.mkdir("uplink-fs")
-	fs, err := filesystem.New(filepath.Join(b.fsDir, "storage"))
+	dir, stores, closeStores, err := b.openStores(ctx, "uplink-fs", s3Bucket)
 	if err != nil {
 		return err
 	}
-	defer fs.Close()
-	bucket, err := s3.New(ctx, b.s3Config(s3Bucket))
-	if err != nil {
-		return err
-	}
-	for _, d := range []storage.Driver{fs, bucket} {
+	defer closeStores()
+	b.fsDir = dir
+	for _, d := range stores {
 		if err := b.publishData(ctx, d); err != nil {
 			return err
 		}
