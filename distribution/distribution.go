@@ -1,5 +1,10 @@
 // Package distribution serves APK repositories per git ref: the index and
 // packages that apk on every instance fetches.
+//
+// Protocol is the read side that the HTTP handlers (this file, keys.go)
+// call; Repositories answers it from storage, and decorators wrap it:
+// Access here, the index cache in distribution/cache. Publisher (Builds)
+// is the write side that the admin API calls.
 package distribution
 
 import (
