@@ -64,7 +64,7 @@ type ClientIndexes struct {
 	mem *lru.Cache[clientKey, *clientEntry]
 	now func() int64 // unix nanoseconds; replaced in tests
 
-	redisDownUntil atomic.Int64
+	redis RedisBreaker
 
 	hits                                 *prometheus.CounterVec
 	hitServed, hitMissing, hitOutOfRange prometheus.Counter
@@ -220,14 +220,13 @@ func (c *ClientIndexes) redisKey(ctx context.Context, k clientKey) (string, bool
 }
 
 func (c *ClientIndexes) redisUsable() bool {
-	return c.cfg.Redis != nil && time.Now().UnixNano() >= c.redisDownUntil.Load()
+	return c.cfg.Redis != nil && c.redis.Usable()
 }
 
-// redisFailed skips Redis for a second, so that a Redis outage costs one
-// timeout per second rather than one per request.
+// redisFailed counts a failure and logs the start of an outage.
 func (c *ClientIndexes) redisFailed(op string, err error) {
 	c.redisFails.Inc()
-	if c.redisDownUntil.Swap(time.Now().Add(time.Second).UnixNano()) < time.Now().UnixNano() {
+	if c.redis.Failed() {
 		c.log.Warn("redis unavailable, clients' indexes are remembered by this replica only", "op", op, "err", err)
 	}
 }

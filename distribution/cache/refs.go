@@ -85,9 +85,9 @@ type Refs struct {
 	allSeq uint64
 
 	sf singleflight.Group
-	// redisDownUntil makes the request path skip Redis for a moment after
-	// an error, instead of paying a timeout on every request.
-	redisDownUntil atomic.Int64
+	// redis makes the request path skip Redis for a moment after an error,
+	// instead of paying a timeout on every request.
+	redis distribution.RedisBreaker
 
 	// id is the deployment identity, ns the Redis namespace built from it;
 	// both nil until Identity answered.
@@ -332,7 +332,7 @@ func (c *Refs) announce(ctx context.Context, app artifact.App, names []string) b
 		c.redisFailed("announce a publish", err)
 		return false
 	}
-	c.redisDownUntil.Store(0) // it answered: the request path may use it again
+	c.redis.Answered() // it answered: the request path may use it again
 	gen := strconv.FormatInt(incr.Val(), 10)
 	for _, name := range names {
 		c.primeOne(ctx, refKey{app, name}, gen, true)
@@ -567,13 +567,13 @@ func (c *Refs) hashKey(app artifact.App, gen string) string {
 }
 
 func (c *Refs) redisUsable() bool {
-	return c.cfg.Redis != nil && time.Now().UnixNano() >= c.redisDownUntil.Load()
+	return c.cfg.Redis != nil && c.redis.Usable()
 }
 
 func (c *Refs) redisFailed(op string, err error) {
 	c.redisFails.Inc()
 	c.lookups.WithLabelValues("redis", "error").Inc()
-	c.redisDownUntil.Store(time.Now().Add(time.Second).UnixNano())
+	c.redis.Failed()
 	c.log.Warn("redis unavailable, falling through to storage", "op", op, "err", err)
 }
 
