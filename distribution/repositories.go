@@ -84,9 +84,9 @@ func (s *Repositories) Index(ctx context.Context, req Request, res ref.Resolutio
 // Storage gets the timeout to the first byte (every Open of the fallback
 // chain and the first read together), then the same timeout per read.
 func (s *Repositories) Package(ctx context.Context, req Request, res ref.Resolution) (*Package, error) {
+	first := s.clientCommit(ctx, req, res) // before the storage deadline starts
 	g := newGuard(ctx, s.timeout())
 	app := req.Application()
-	first := s.clientCommit(ctx, req, res)
 	var obj storage.Object
 	var err error
 	commit := first
