@@ -23,21 +23,14 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/cache"
 	"github.com/uplinkhq/uplink/distribution/ref"
-	"github.com/uplinkhq/uplink/instance"
-	"github.com/uplinkhq/uplink/instance/incus"
 	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/instance/rollout"
 	"github.com/uplinkhq/uplink/internal/admin"
 	"github.com/uplinkhq/uplink/storage"
-	"github.com/uplinkhq/uplink/storage/filesystem"
 	"github.com/uplinkhq/uplink/storage/s3"
 )
 
@@ -159,155 +152,6 @@ type Server struct {
 	sweeper    *admin.Sweeper
 	httpm      *httpMetrics
 	draining   atomic.Bool
-}
-
-// New builds a Server; it opens storage and Redis but listens on nothing.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
-	if log == nil {
-		log = slog.Default()
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	httpm := newHTTPMetrics(reg)
-
-	var drv storage.Driver
-	var multipart admin.MultipartAborter
-	switch cfg.Storage {
-	case "", "filesystem":
-		d, err := filesystem.New(filepath.Join(cfg.DataDir, "storage"))
-		if err != nil {
-			return nil, fmt.Errorf("filesystem storage: %w", err)
-		}
-		drv = d
-	case "s3":
-		d, err := s3.New(ctx, cfg.S3)
-		if err != nil {
-			return nil, fmt.Errorf("s3 storage: %w", err)
-		}
-		if cfg.S3CreateBucket {
-			if err := d.EnsureBucket(ctx); err != nil {
-				return nil, fmt.Errorf("s3 storage: creating bucket %q: %w", cfg.S3.Bucket, err)
-			}
-		}
-		drv, multipart = d, d
-	default:
-		return nil, fmt.Errorf("unknown storage driver %q (filesystem or s3)", cfg.Storage)
-	}
-	drv = chaosStorage(storage.Instrument(drv, reg))
-
-	s := &Server{cfg: cfg, log: log, store: drv, httpm: httpm}
-	s.refs = ref.NewStore(drv)
-	s.refs.Retention = cfg.Retention
-
-	if cfg.Redis != "" {
-		opts, err := redis.ParseURL(cfg.Redis)
-		if err != nil {
-			return nil, fmt.Errorf("redis: %w", err)
-		}
-		// Redis is a cache: fail fast and fall through to storage.
-		timeout := cfg.RedisTimeout
-		if timeout <= 0 {
-			timeout = distribution.DefaultRedisTimeout
-		}
-		opts.DialTimeout = 4 * timeout
-		opts.ReadTimeout = timeout
-		opts.WriteTimeout = timeout
-		opts.MaxRetries = -1
-		opts.ContextTimeoutEnabled = true
-		s.rdb = redis.NewClient(opts)
-	}
-	var rc redis.UniversalClient
-	if s.rdb != nil {
-		rc = s.rdb
-	}
-	s.cache = cache.NewRefs(s.refs, cache.RefsConfig{
-		Redis: rc, Prefix: cfg.RedisPrefix, TTL: cfg.RefCacheTTL, RedisTTL: cfg.RedisTTL,
-		RedisTimeout: cfg.RedisTimeout, Logger: log, Registerer: reg, Identity: cache.StorageIdentity(drv),
-		LoadTimeout: cfg.StorageTimeout,
-	})
-
-	keys := distribution.NewKeys(drv)
-	// The service signals wake when it queues an operation; the engine,
-	// built later, listens on it.
-	wake := operation.NewWakeup()
-	var ic *incus.ProtocolIncus
-	var observer instance.Observer
-	var obs *rollout.Observer
-	if cfg.Incus != "" {
-		c, err := connectIncus(ctx, cfg)
-		if err != nil {
-			return nil, err
-		}
-		obs = &rollout.Observer{Incus: rollout.InProjects(c), Logger: log}
-		ic, observer = c, obs
-	}
-	installations := instance.New(instance.Config{
-		Storage: drv, Refs: s.refs, Resolver: s.cache, DistributionURL: cfg.DistributionURL, DefaultProject: cfg.IncusProject,
-		Wakeup: wake, Observer: observer, Keys: keys,
-	})
-	var backend operation.Backend = operation.NoBackend{Delay: cfg.NoBackendDelay}
-	var authorizer distribution.Authorizer
-	if c := ic; c != nil {
-		bcfg := rollout.BackendConfig{Incus: obs.Incus, ImageServer: cfg.ImageServer}
-		if cfg.IncusProxyDistribution {
-			host, port, _ := net.SplitHostPort(cfg.Listen)
-			if host == "" || host == "0.0.0.0" || host == "::" {
-				host = "127.0.0.1"
-			}
-			bcfg.ProxyConnect = "tcp:" + net.JoinHostPort(host, port)
-		}
-		backend = rollout.NewBackend(bcfg)
-		s.reconciler = &rollout.Reconciler{Observer: obs, Installations: installations, Interval: cfg.ReconcileInterval, Logger: log}
-		if cfg.AllowIncusLeases {
-			authorizer = &rollout.Leases{Incus: obs.Incus, Projects: installations.Projects}
-		}
-		log.Info("instance backend: incus", "server", cfg.Incus, "dialect", c.Dialect())
-	}
-	backend = instance.Verifying{Backend: backend, Storage: drv}
-	s.engine = operation.NewEngine(installations, backend, operation.EngineConfig{
-		Lease: cfg.OperationLease, Scan: cfg.OperationScan, Wakeup: wake, Logger: log, Registerer: reg,
-	})
-
-	tokens, err := s.adminTokens()
-	if err != nil {
-		return nil, err
-	}
-
-	s.dist = newEcho(log, cfg.AccessLog)
-	clients := distribution.NewClientIndexes(distribution.ClientIndexConfig{
-		Redis: rc, Prefix: cfg.RedisPrefix, Namespace: s.cache.Namespace, TTL: cfg.ClientIndexTTL, RedisTimeout: cfg.RedisTimeout,
-		RefStaleness: cfg.RefCacheTTL, Logger: log, Registerer: reg,
-	})
-	var repos distribution.Protocol = &distribution.Repositories{
-		Storage: drv, Refs: s.cache, KeyStore: keys, Clients: clients, Timeout: cfg.StorageTimeout,
-	}
-	repos = distribution.NewAccess(cache.NewIndexes(repos, cfg.IndexCacheSize, reg), cfg.AllowCIDR, authorizer)
-	dh := distribution.New(distribution.Config{Protocol: repos, MaxRanges: cfg.MaxRanges, Logger: log, Registerer: reg})
-	dh.Register(s.dist)
-	dh.RegisterKeys(s.dist)
-	s.dist.RouteNotFound("/*", func(c echo.Context) error {
-		return c.String(http.StatusNotFound, "not found: repositories are under /distribution/\n")
-	})
-
-	s.admin = newEcho(log, true)
-	api := admin.New(admin.Config{
-		Storage: drv, Refs: s.refs, Cache: s.cache, Installations: installations, Tokens: tokens, MaxUpload: cfg.MaxUpload,
-		TempDir: cfg.DataDir, Logger: log, Keys: keys, Validator: &distribution.Validator{Storage: drv, Keys: keys},
-	})
-	s.admin.HTTPErrorHandler = api.ErrorHandler
-	s.sweeper = &admin.Sweeper{Refs: s.refs, PublishGrace: cfg.PublishGrace, SpoolDir: cfg.DataDir, SpoolMaxAge: cfg.SpoolMaxAge,
-		Multipart: multipart, MultipartMaxAge: cfg.MultipartMaxAge, Interval: cfg.SweepInterval, Logger: log}
-	api.Register(s.admin)
-	s.admin.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
-	s.admin.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
-	s.admin.GET("/readyz", s.ready)
-	if cfg.Pprof {
-		s.admin.GET("/debug/pprof/*", echo.WrapHandler(http.DefaultServeMux))
-	}
-	return s, nil
 }
 
 func newEcho(log *slog.Logger, accessLog bool) *echo.Echo {
@@ -524,33 +368,4 @@ func (s *Server) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	return s.Shutdown(sctx)
-}
-
-// connectIncus connects to the configured Incus (or LXD) server.
-func connectIncus(ctx context.Context, cfg Config) (*incus.ProtocolIncus, error) {
-	var c *incus.ProtocolIncus
-	var err error
-	if path, ok := strings.CutPrefix(cfg.Incus, "unix://"); ok {
-		c, err = incus.ConnectIncusUnix(ctx, path, nil)
-	} else {
-		args := &incus.ConnectionArgs{UserAgent: "uplink"}
-		for _, f := range []struct {
-			path string
-			into *string
-		}{{cfg.IncusCert, &args.TLSClientCert}, {cfg.IncusKey, &args.TLSClientKey}, {cfg.IncusServerCert, &args.TLSServerCert}} {
-			if f.path == "" {
-				continue
-			}
-			b, rerr := os.ReadFile(f.path)
-			if rerr != nil {
-				return nil, fmt.Errorf("incus: %w", rerr)
-			}
-			*f.into = string(b)
-		}
-		c, err = incus.ConnectIncus(ctx, cfg.Incus, args)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("incus %s: %w", cfg.Incus, err)
-	}
-	return c, nil
 }
