@@ -306,13 +306,42 @@ func (d *Driver) Put(ctx context.Context, key string, r io.Reader, size int64, c
 	if conditional {
 		client = d.cas
 	}
-	ui, err := client.PutObject(ctx, d.bucket, d.prefix+key, r, size, opts)
+	ui, err := d.putObject(ctx, client, key, r, size, opts)
 	if err != nil {
 		return storage.Info{}, putErr(key, cond, err)
 	}
 	// PutObject's response has no Last-Modified; now is within a request
 	// of the server's time.
 	return storage.Info{Key: key, Size: ui.Size, ModTime: time.Now(), ETag: strings.Trim(ui.ETag, `"`)}, nil
+}
+
+// dirRaceRetries bounds the retries of a PUT that versitygw's posix
+// backend refused with ExistingObjectIsDirectory.
+const dirRaceRetries = 4
+
+// putObject is PutObject, retried when versitygw's posix backend loses a
+// race: a concurrent DELETE of a sibling key prunes the (empty) parent
+// directory between the PUT's mkdir and its link, and the PUT fails with
+// ExistingObjectIsDirectory although no directory stands at the key (the
+// filesystem driver retries the same race in mkdirAll). Only a body that
+// can be rewound is retried; a real directory at the key fails every try.
+func (d *Driver) putObject(ctx context.Context, client *minio.Client, key string, r io.Reader, size int64, opts minio.PutObjectOptions) (minio.UploadInfo, error) {
+	seeker, rewindable := r.(io.Seeker)
+	for attempt := 1; ; attempt++ {
+		ui, err := client.PutObject(ctx, d.bucket, d.prefix+key, r, size, opts)
+		if err == nil || !rewindable || attempt > dirRaceRetries ||
+			minio.ToErrorResponse(err).Code != "ExistingObjectIsDirectory" {
+			return ui, err
+		}
+		if _, serr := seeker.Seek(0, io.SeekStart); serr != nil {
+			return ui, err
+		}
+		select {
+		case <-ctx.Done():
+			return ui, err
+		case <-time.After(time.Duration(attempt) * 10 * time.Millisecond):
+		}
+	}
 }
 
 // body prepares what Put sends: r as it stops once ctx is done, with its

@@ -35,6 +35,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
 		{"IfAbsent", testIfAbsent},
 		{"IfMatch", testIfMatch},
 		{"ConcurrentCAS", testConcurrentCAS},
+		{"SiblingPutDelete", testSiblingPutDelete},
 		{"SeekRead", testSeekRead},
 		{"List", testList},
 		{"ListHidesInFlightWrites", testListInFlight},
@@ -693,5 +694,39 @@ func testContextCanceledMidPut(t *testing.T, d storage.Driver) {
 			t.Fatalf("Put(size %d) took %v after its deadline", size, el)
 		}
 		checkAbsent(t, d, "ctx/slow")
+	}
+}
+
+// testSiblingPutDelete writes and deletes keys under sibling prefixes at
+// once, as concurrent publishes of different apps do with their intents:
+// a delete that prunes an emptied parent must not fail a put beside it.
+func testSiblingPutDelete(t *testing.T, d storage.Driver) {
+	const writers, rounds = 8, 30
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range rounds {
+				key := fmt.Sprintf("race/parent/w%d/k%d", w, n)
+				if _, err := d.Put(t.Context(), key, strings.NewReader("x"), 1, storage.Condition{IfAbsent: n%2 == 0}); err != nil {
+					errs <- fmt.Errorf("put %s: %w", key, err)
+					return
+				}
+				if err := d.Delete(t.Context(), key); err != nil {
+					errs <- fmt.Errorf("delete %s: %w", key, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if infos, err := d.List(t.Context(), "race/"); err != nil || len(infos) != 0 {
+		t.Errorf("List(race/) after every key was deleted = %d keys, %v; want none", len(infos), err)
 	}
 }
