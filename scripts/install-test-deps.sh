@@ -2,7 +2,8 @@
 # Installs what the tests start for real: Debian's redis-server, the
 # versitygw S3 gateway, LXD 5.0 (Debian's lxd package) and Incus 6.0 (the
 # bookworm-backports .debs unpacked into $UPLINK_TEST_ROOT/incus, not
-# installed), plus busybox-static for the test container image.
+# installed), busybox-static for the test container image, and Debian's
+# chromium for the console's browser tests.
 # Idempotent; run as root by `make test` (and so by CI) on Debian 12.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -17,7 +18,7 @@ INCUS_DEBS=(incus-base incus-client libcowsql0 libraft0)
 # Depends minus networking and sysusers, which the tests do not use; lxd
 # brings lxcfs, which is never started).
 DEBIAN_PKGS=(
-  redis-server
+  redis-server chromium
   lxd liblxc1 liblxc-common
   libacl1 libcap2 libsqlite3-0 libudev1 libuv1 liblz4-1
   attr ca-certificates iproute2 rsync squashfs-tools uidmap xz-utils
@@ -82,3 +83,4 @@ echo "versitygw: $gobin/versitygw"
 echo "lxd: $(dpkg-query -W -f='${Version}' lxd)"
 echo "incus: $INCUS_ROOT ($(paste -sd, "$INCUS_ROOT/VERSIONS"))"
 echo "busybox: $BUSYBOX_ROOT/bin/busybox ($(cat "$BUSYBOX_ROOT/VERSION"))"
+chromium --version
