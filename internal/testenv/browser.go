@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,20 +18,10 @@ import (
 // scripts/install-test-deps.sh), never skips.
 func Browser(t testing.TB, width, height int) context.Context {
 	t.Helper()
-	bin, err := exec.LookPath("chromium")
+	opts, err := BrowserOptions(t.TempDir(), width, height)
 	if err != nil {
-		t.Fatalf("testenv: chromium not found in PATH (%v); run scripts/install-test-deps.sh as root (make test does)", err)
+		t.Fatalf("testenv: %v", err)
 	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(bin),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(width, height),
-		// Containers run the tests as root, where chromium's sandbox cannot start.
-		chromedp.NoSandbox,
-		chromedp.Flag("headless", "new"),
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-dev-shm-usage", true),
-	)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	logf := cleanupSafeLogf(t)
 	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(logf))
@@ -60,6 +51,25 @@ func Browser(t testing.TB, width, height int) context.Context {
 		}
 	}()
 	return ctx
+}
+
+// BrowserOptions are the options Browser starts chromium with, for
+// programs that are not tests (make screenshots).
+func BrowserOptions(userDataDir string, width, height int) ([]chromedp.ExecAllocatorOption, error) {
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		return nil, fmt.Errorf("chromium not found in PATH (%v); run scripts/install-test-deps.sh as root (make test does)", err)
+	}
+	return append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin),
+		chromedp.UserDataDir(userDataDir),
+		chromedp.WindowSize(width, height),
+		// Containers run the tests as root, where chromium's sandbox cannot start.
+		chromedp.NoSandbox,
+		chromedp.Flag("headless", "new"),
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-dev-shm-usage", true),
+	), nil
 }
 
 // cleanupSafeLogf logs to t until its cleanup starts: chromedp may report
