@@ -4,7 +4,7 @@
 GO ?= go
 FUZZTIME ?= 15s
 
-.PHONY: test deps vet fuzz run build bench
+.PHONY: test deps vet fuzz run build bench screenshots
 
 # The tests run with a private TMPDIR, removed afterwards: go-apk leaves
 # the packages it expands in the temporary directory.
@@ -36,3 +36,8 @@ build:
 bench:
 	./scripts/install-bench-deps.sh
 	$(GO) run ./internal/bench $(if $(QUICK),-quick)
+
+# The console's screenshots in docs/screenshots, taken in chromium from a
+# running uplink (no instance backend) that the program seeds itself.
+screenshots:
+	$(GO) run ./internal/console/screenshots -out docs/screenshots
