@@ -125,6 +125,14 @@ func toError(err error) *Error {
 	return errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "storage unavailable, try again later")
 }
 
+// Describe is the API's answer to err: its status and error body (code,
+// message and, for a 409 operation_running, the running operation), for
+// the console to say in words what the API says in codes.
+func Describe(err error) (int, api.Error) {
+	e := toError(err)
+	return e.Status, e.Body
+}
+
 // codeFor is the code of an error Echo itself answers (routing, binding).
 func codeFor(status int) string {
 	switch status {

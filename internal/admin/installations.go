@@ -110,13 +110,20 @@ var (
 	eventsKeepAlive = 15 * time.Second
 )
 
-// operationEvents streams the operation as Server-Sent Events until it
-// ends: one event each time what the API shows of it changes, so lease
-// renewals, which change only the stored record, send nothing.
+// operationEvents streams the operation (StreamOperation).
 func (a *API) operationEvents(c echo.Context) error {
+	return StreamOperation(c, a.cfg.Installations, c.Param("id"))
+}
+
+// StreamOperation streams operation id as Server-Sent Events until it
+// ends: one "operation" event (the API's JSON of it) each time what the
+// API shows of it changes, so lease renewals, which change only the
+// stored record, send nothing. An error before the stream starts is
+// returned (the operation is unknown, storage is down); the admin API
+// and the console's live operation page both serve it.
+func StreamOperation(c echo.Context, ops *instance.Service, id string) error {
 	ctx := c.Request().Context()
-	id := c.Param("id")
-	op, err := a.cfg.Installations.Operation(ctx, id)
+	op, err := ops.Operation(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -152,7 +159,7 @@ func (a *API) operationEvents(c echo.Context) error {
 			return nil
 		case <-time.After(EventsPoll):
 		}
-		next, err := a.cfg.Installations.Operation(ctx, id)
+		next, err := ops.Operation(ctx, id)
 		if err != nil {
 			if ctx.Err() == nil {
 				fmt.Fprintf(w, "event: error\ndata: %q\n\n", err.Error())

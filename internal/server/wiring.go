@@ -29,6 +29,7 @@ import (
 	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/instance/rollout"
 	"github.com/uplinkhq/uplink/internal/admin"
+	"github.com/uplinkhq/uplink/internal/console"
 	"github.com/uplinkhq/uplink/storage"
 	"github.com/uplinkhq/uplink/storage/filesystem"
 	"github.com/uplinkhq/uplink/storage/s3"
@@ -205,7 +206,8 @@ func (s *Server) distribution(rc redis.UniversalClient, keys *distribution.Keys,
 	return e
 }
 
-// adminAPI builds the admin listener: /api/v1, metrics, health, pprof.
+// adminAPI builds the admin listener: /api/v1, the console under /ui/,
+// metrics, health, pprof.
 func (s *Server) adminAPI(keys *distribution.Keys, installations *instance.Service, multipart admin.MultipartAborter, reg *prometheus.Registry) (*echo.Echo, error) {
 	cfg := s.cfg
 	tokens, err := s.adminTokens()
@@ -221,6 +223,7 @@ func (s *Server) adminAPI(keys *distribution.Keys, installations *instance.Servi
 	s.sweeper = &admin.Sweeper{Refs: s.refs, PublishGrace: cfg.PublishGrace, SpoolDir: cfg.DataDir, SpoolMaxAge: cfg.SpoolMaxAge,
 		Multipart: multipart, MultipartMaxAge: cfg.MultipartMaxAge, Interval: cfg.SweepInterval, Logger: s.log}
 	api.Register(e)
+	console.New(console.Config{Storage: s.store, Refs: s.refs, Installations: installations, Tokens: tokens, Logger: s.log}).Register(e)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", s.ready)
