@@ -55,7 +55,8 @@ func newSite(t *testing.T, delay time.Duration) *site {
 	s := &site{t: t, drv: drv, refs: ref.NewStore(drv), key: apktest.NewKey(t)}
 	wake := operation.NewWakeup()
 	s.svc = instance.New(instance.Config{Storage: drv, Refs: s.refs, Resolver: s.refs, DistributionURL: "http://uplink.test:4080", Wakeup: wake})
-	eng := operation.NewEngine(s.svc, operation.NoBackend{Delay: delay}, operation.EngineConfig{
+	backend := instance.Verifying{Backend: operation.NoBackend{Delay: delay}, Storage: drv}
+	eng := operation.NewEngine(s.svc, backend, operation.EngineConfig{
 		Lease: time.Second, Scan: 50 * time.Millisecond, Wakeup: wake, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -86,9 +87,15 @@ func commitOf(label string) string { return fmt.Sprintf("%x", sha1.Sum([]byte(la
 
 func (s *site) publish(label, branch string) string {
 	s.t.Helper()
+	return s.publishPackage(label, branch, "hello")
+}
+
+// publishPackage publishes a repository holding only package pkg.
+func (s *site) publishPackage(label, branch, pkg string) string {
+	s.t.Helper()
 	ctx := context.Background()
 	commit := commitOf(label)
-	files := apktest.BuildRepository(s.t, s.key, apktest.DefaultArch, apktest.Package{Name: "hello", Version: "1.0." + fmt.Sprint(len(label))})
+	files := apktest.BuildRepository(s.t, s.key, apktest.DefaultArch, apktest.Package{Name: pkg, Version: "1.0." + fmt.Sprint(len(label))})
 	for p, b := range files {
 		arch, name, _ := strings.Cut(p, "/")
 		if _, err := s.drv.Put(ctx, artifact.Key(helloApp, commit, arch, name), bytes.NewReader(b), int64(len(b)), storage.Condition{}); err != nil {

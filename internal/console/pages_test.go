@@ -210,3 +210,22 @@ func TestStorageDown(t *testing.T) {
 	res, body := s.get("/ui/")
 	expect(t, res, body, http.StatusServiceUnavailable, `<p class="error">storage unavailable, try again later`)
 }
+
+// A failed change stands out in the list, on the installation page, and
+// on its operation page the error and the log come before the steps.
+func TestFailedChange(t *testing.T) {
+	s := newSite(t, 0)
+	s.publish("one", "main")
+	bad := s.publishPackage("bad", "main", "other")
+	s.signIn()
+	s.install() // fails: main's head lacks package hello
+	res, body := s.get("/ui/")
+	expect(t, res, body, http.StatusOK, `<tr data-installation="web" class="attempt-failed">`, `<span class="badge-failed">failed</span>`)
+	res, body = s.get("/ui/installations/web")
+	expect(t, res, body, http.StatusOK, `<div id="last-attempt" class="error">`, bad[:7], `href="/ui/operations/web.1"`)
+	res, body = s.get("/ui/operations/web.1")
+	expect(t, res, body, http.StatusOK, `id="result" class="failed"`, `<pre id="error" class="error">`, `data-state="failed"`)
+	if e, l, st := strings.Index(body, `id="error"`), strings.Index(body, `id="log"`), strings.Index(body, `id="steps"`); e > st || l > st {
+		t.Fatalf("error at %d and log at %d, not before the steps at %d", e, l, st)
+	}
+}

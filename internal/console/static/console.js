@@ -70,6 +70,11 @@
     result.appendChild(back);
     box.appendChild(result);
     if (op.error) box.appendChild(el("pre", { id: "error", "class": "error" }, op.error));
+    if (op.state === "failed") {
+      // On failure the log comes first: it says why.
+      var log = document.getElementById("log-section"), steps = document.getElementById("steps-section");
+      steps.parentNode.insertBefore(log, steps);
+    }
   }
 
   function render(op) {
