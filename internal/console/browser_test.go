@@ -277,6 +277,7 @@ func TestBrowserCSRF(t *testing.T) {
 		if n := eval[int](p, `document.querySelectorAll('form#confirm input[type=hidden][name=csrf]').length`); n != 1 {
 			t.Errorf("the confirm form has %d hidden csrf inputs, want 1", n)
 		}
+		p.screenshot("confirm-" + tc.name)
 		eval[bool](p, "("+tc.js+", true)")
 		if status := p.click("form#confirm button#confirm-change"); status != http.StatusForbidden {
 			t.Errorf("%s CSRF token: Change answered %d, want 403", tc.name, status)
@@ -323,6 +324,7 @@ func TestBrowserSignedOut(t *testing.T) {
 		if path := p.path(); path != in {
 			t.Fatalf("signed in, %s leads to %s", in, path)
 		}
+		p.screenshot("installation")
 		cookie := p.sessionCookie()
 		p.click("form#signout button")
 		if path := p.path(); !strings.HasPrefix(path, "/ui/login") {
@@ -405,6 +407,7 @@ func (p *page) signedIn() {
 	if status := p.signIn(); status != http.StatusOK || p.path() != "/ui/" {
 		p.t.Fatalf("signing in lands on %s (%d), want /ui/", p.path(), status)
 	}
+	p.screenshot("installations")
 }
 
 // sessionCookie is the value of the browser's session cookie.
