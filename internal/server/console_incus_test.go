@@ -64,11 +64,15 @@ func TestConsoleIncusRollback(t *testing.T) {
 	testenv.Screenshot(t, br, "confirm")
 
 	// A mark on the page's window that a reload would lose: the operation
-	// page must reach its result live, through its event stream.
+	// page, loaded before the operation ended, must reach its result live,
+	// through its event stream.
 	do("confirm the change", 30*time.Second,
 		chromedp.Click(chromedp.CSS(`button#confirm-change`)),
-		chromedp.WaitVisible(chromedp.CSS(`#op-state`)),
-		chromedp.Evaluate[chromedp.Void](`window.uplinkNoReload = true; undefined`))
+		chromedp.WaitVisible(chromedp.CSS(`#op-state`)))
+	if !inBrowser(t, br, "marking the page", 10*time.Second,
+		chromedp.Evaluate[bool](`window.uplinkNoReload = true; document.getElementById("result") === null`)) {
+		t.Fatal("the operation page showed a result as it loaded; the change must take longer than that")
+	}
 	testenv.Screenshot(t, br, "operation-running")
 
 	do("follow the operation to its end", 5*time.Minute, chromedp.WaitVisible(chromedp.CSS(`#result`)))
