@@ -169,6 +169,20 @@ type refsView struct {
 	Branches, Tags                 []refRow
 }
 
+// refTable is one table of a refsView.
+type refTable struct {
+	Kind, ID, Title, Column string
+	Rows                    []refRow
+}
+
+// Tables are the branches, then the tags.
+func (v refsView) Tables() []refTable {
+	return []refTable{
+		{Kind: "branch", ID: "branches", Title: "Branches", Column: "Branch", Rows: v.Branches},
+		{Kind: "tag", ID: "tags", Title: "Tags", Column: "Tag", Rows: v.Tags},
+	}
+}
+
 type refRow struct {
 	Name, Commit string
 	UpdatedAt    time.Time

@@ -120,6 +120,17 @@ func (s *site) install() {
 	s.wait(op.ID)
 }
 
+// seeded is a site with two commits on main, installation web tracking
+// it, and its client signed in.
+func seeded(t *testing.T, delay time.Duration) (s *site, older, newer string) {
+	s = newSite(t, delay)
+	older = s.publish("one", "main")
+	newer = s.publish("two", "main")
+	s.install()
+	s.signIn()
+	return s, older, newer
+}
+
 func (s *site) wait(id string) *operation.Operation {
 	s.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)

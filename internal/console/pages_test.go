@@ -15,11 +15,7 @@ import (
 )
 
 func TestChannelText(t *testing.T) {
-	s := newSite(t, 0)
-	older := s.publish("one", "main")
-	s.publish("two", "main")
-	s.install()
-	s.signIn()
+	s, older, _ := seeded(t, 0)
 	row := func() string {
 		_, body := s.get("/ui/")
 		i := strings.Index(body, `data-installation="web"`)
@@ -59,11 +55,7 @@ func TestChannelText(t *testing.T) {
 // The rollback flow without a browser: history, confirm, change, the
 // operation page, and back on the installation page.
 func TestChangeFromHistory(t *testing.T) {
-	s := newSite(t, 0)
-	older := s.publish("one", "main")
-	newer := s.publish("two", "main")
-	s.install()
-	s.signIn()
+	s, older, newer := seeded(t, 0)
 
 	res, body := s.get("/ui/installations/web")
 	expect(t, res, body, http.StatusOK, `id="commit-history"`, `id="change-channel"`, `<code id="repository">http://uplink.test:4080/distribution/main/acme/hello</code>`,
@@ -114,11 +106,7 @@ func TestEventsStream(t *testing.T) {
 }
 
 func TestCSRFRefused(t *testing.T) {
-	s := newSite(t, 0)
-	older := s.publish("one", "main")
-	s.publish("two", "main")
-	s.install()
-	s.signIn()
+	s, older, _ := seeded(t, 0)
 	before := len(ops(t, s))
 	for _, csrf := range []string{"", "forged"} {
 		form := url.Values{"commit": {older}}
@@ -146,11 +134,7 @@ func ops(t *testing.T, s *site) []string {
 }
 
 func TestBusyShowsRunningOperation(t *testing.T) {
-	s := newSite(t, 300*time.Millisecond)
-	older := s.publish("one", "main")
-	s.publish("two", "main")
-	s.install()
-	s.signIn()
+	s, older, _ := seeded(t, 300*time.Millisecond)
 	csrf := s.csrf()
 	res, _ := s.post("/ui/installations/web/channel", url.Values{"commit": {older}, "csrf": {csrf}})
 	running := strings.TrimPrefix(res.Header.Get("Location"), "/ui/operations/")
@@ -228,4 +212,29 @@ func TestFailedChange(t *testing.T) {
 	if e, l, st := strings.Index(body, `id="error"`), strings.Index(body, `id="log"`), strings.Index(body, `id="steps"`); e > st || l > st {
 		t.Fatalf("error at %d and log at %d, not before the steps at %d", e, l, st)
 	}
+}
+
+func TestPickerAndApps(t *testing.T) {
+	s, older, newer := seeded(t, 0)
+	if _, err := s.refs.Publish(context.Background(), helloApp, refPublishTag(older, "v1")); err != nil {
+		t.Fatal(err)
+	}
+	res, body := s.get("/ui/installations/web/channel")
+	expect(t, res, body, http.StatusOK, `<tr data-branch="main" class="current">`, `<tr data-tag="v1">`,
+		`href="/ui/installations/web/confirm?tag=v1"`, `id="pin"`, `name="commit"`)
+	if strings.Contains(body, "confirm?branch=main") {
+		t.Fatal("the tracked branch has a Change link")
+	}
+	res, body = s.get("/ui/apps")
+	expect(t, res, body, http.StatusOK, `<tr data-app="acme/hello"><td><a href="/ui/apps/acme/hello">`)
+	res, body = s.get("/ui/apps/acme/hello")
+	expect(t, res, body, http.StatusOK, `<tr data-branch="main">`, `href="/ui/apps/acme/hello/commits?ref=main"`, `<tr data-tag="v1">`)
+	res, body = s.get("/ui/apps/acme/hello/commits?ref=main")
+	expect(t, res, body, http.StatusOK, `data-commit="`+newer+`"`, `data-commit="`+older+`"`,
+		`<code class="repository">http://uplink.test:4080/distribution/`+older+`/acme/hello</code>`, `<td class="archs">x86_64</td>`)
+	if strings.Contains(body, `class="change"`) {
+		t.Fatal("an app's history offers Change")
+	}
+	res, body = s.get("/ui/apps/acme/nope")
+	expect(t, res, body, http.StatusNotFound, "app acme/nope not found")
 }
