@@ -222,7 +222,9 @@ type confirmView struct {
 	// Field and Value are the target as the form posts it.
 	Field, Value string
 	Commit       *buildView
-	Error        errorView
+	// Running is the operation running now, which a change would wait for.
+	Running string
+	Error   errorView
 	// CanChange is false when the target is unknown.
 	CanChange bool
 }
@@ -254,6 +256,9 @@ func (c *Console) confirmation(ec echo.Context) (confirmView, int) {
 	}
 	ch, field, value := target(ec)
 	out := confirmView{Installation: v.Name, From: channelText(v.Channel), Field: field, Value: value}
+	if v.Pending != nil {
+		out.Running = v.Pending.Operation
+	}
 	if v.ResolvedCommit != "" && v.Channel.Commit == "" {
 		out.From += " (" + short(v.ResolvedCommit) + ")"
 	}

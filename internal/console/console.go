@@ -48,6 +48,7 @@ type Console struct {
 	cfg      Config
 	log      *slog.Logger
 	sessions *sessions
+	throttle *throttle
 	pages    map[string]*template.Template
 }
 
@@ -68,7 +69,7 @@ func New(cfg Config) *Console {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Console{cfg: cfg, log: cfg.Logger, sessions: newSessions(cfg.Storage), pages: parsePages()}
+	return &Console{cfg: cfg, log: cfg.Logger, sessions: newSessions(cfg.Storage), throttle: newThrottle(), pages: parsePages()}
 }
 
 // Register mounts the console on e, and makes "/" lead to it.
@@ -77,7 +78,14 @@ func (c *Console) Register(e *echo.Echo) {
 	e.GET("/ui", func(ec echo.Context) error { return ec.Redirect(http.StatusFound, "/ui/") })
 	g := e.Group("/ui", securityHeaders, c.authenticate)
 	static, _ := fs.Sub(staticFS, "static")
-	g.GET("/static/*", echo.WrapHandler(http.StripPrefix("/ui/static/", http.FileServer(http.FS(static)))))
+	files := http.StripPrefix("/ui/static/", http.FileServer(http.FS(static)))
+	g.GET("/static/*", func(ec echo.Context) error {
+		if strings.HasSuffix(ec.Request().URL.Path, "/") { // no listings
+			return ec.String(http.StatusNotFound, "not found")
+		}
+		files.ServeHTTP(ec.Response(), ec.Request())
+		return nil
+	})
 	g.GET("/login", c.loginPage)
 	g.POST("/login", c.login)
 	g.POST("/logout", c.logout)
@@ -189,11 +197,16 @@ type loginView struct {
 
 func (c *Console) login(ec echo.Context) error {
 	next := safeNext(ec.FormValue("next"))
+	now := c.cfg.Now()
+	if c.throttle.blocked(ec.RealIP(), now) {
+		return c.render(ec, http.StatusTooManyRequests, "login", loginView{Next: next, Error: "too many failed sign-ins from your address; try again in a few minutes"})
+	}
 	if !c.validToken(ec.FormValue("token")) {
+		c.throttle.fail(ec.RealIP(), now)
 		c.log.Warn("console: sign-in refused", "remote", ec.RealIP())
 		return c.render(ec, http.StatusUnauthorized, "login", loginView{Next: next, Error: "wrong token"})
 	}
-	value, ss, err := c.sessions.create(ec.Request().Context(), c.cfg.Now())
+	value, ss, err := c.sessions.create(ec.Request().Context(), now)
 	if err != nil {
 		return c.failErr(ec, err)
 	}

@@ -138,7 +138,9 @@ func TestBusyShowsRunningOperation(t *testing.T) {
 	csrf := s.csrf()
 	res, _ := s.post("/ui/installations/web/channel", url.Values{"commit": {older}, "csrf": {csrf}})
 	running := strings.TrimPrefix(res.Header.Get("Location"), "/ui/operations/")
-	res, body := s.post("/ui/installations/web/channel", url.Values{"branch": {"main"}, "csrf": {csrf}})
+	res, body := s.get("/ui/installations/web/confirm?branch=main")
+	expect(t, res, body, http.StatusOK, `<p class="notice">Operation <a href="/ui/operations/`+running+`">`, `id="confirm-change"`)
+	res, body = s.post("/ui/installations/web/channel", url.Values{"branch": {"main"}, "csrf": {csrf}})
 	expect(t, res, body, http.StatusConflict, "operation "+running+" is running",
 		`<a class="operation-link" href="/ui/operations/`+running+`"`)
 	res, body = s.get("/ui/operations/" + running)

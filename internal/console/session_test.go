@@ -119,3 +119,17 @@ func TestHeaders(t *testing.T) {
 		t.Fatal(console.CSP)
 	}
 }
+
+func TestSignInThrottled(t *testing.T) {
+	s := newSite(t, 0)
+	for i := 0; i < 10; i++ {
+		if res, _ := s.post("/ui/login", url.Values{"token": {"guess-0123456789abcdef"}}); res.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d", i, res.StatusCode)
+		}
+	}
+	res, body := s.post("/ui/login", url.Values{"token": {unitToken}})
+	expect(t, res, body, http.StatusTooManyRequests, `<p class="error">too many failed sign-ins`)
+	if res, _ := s.get("/ui/static/"); res.StatusCode != http.StatusNotFound {
+		t.Fatalf("static listing: %d", res.StatusCode)
+	}
+}
