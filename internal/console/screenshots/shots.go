@@ -98,6 +98,7 @@ func (b *browser) pages(s *site) error {
 		{"operation-failed", "/operations/" + s.failed, `#result`},
 		{"apps", "/apps", `table#apps`},
 		{"app", "/apps/" + app, `table#branches`},
+		{"app-commits", "/apps/" + app + "/commits?ref=main", `table#commits`},
 	} {
 		if err := b.open(p.path, p.ready); err != nil {
 			return err
