@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"crypto/sha1"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -180,37 +181,38 @@ func (u *uplink) browser(t *testing.T, width, height int) *page {
 	return &page{t: t, ctx: testenv.Browser(t, width, height), u: u}
 }
 
-// timed bounds one step, so a missing element fails the test with its
-// name instead of hanging until the test's deadline.
-func (p *page) timed(within time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(p.ctx, within)
+// run runs a within a time bound, so a missing element fails the test
+// with what was being done instead of hanging until the test's deadline.
+func run[T any](p *page, within time.Duration, what string, a chromedp.Action[T]) T {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, within)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		p.t.Fatalf("%s, on %s: %v", what, p.location(), err)
+	}
+	return v
 }
 
 // open navigates to path (relative to the console's origin) and returns
 // the status of the document it ends on, after redirects.
 func (p *page) open(path string) int64 {
 	p.t.Helper()
-	ctx, cancel := p.timed(10 * time.Second)
-	defer cancel()
-	resp, err := chromedp.Run(ctx, chromedp.NavigateResponse(p.u.base+path))
-	if err != nil {
-		p.t.Fatalf("open %s: %v", path, err)
-	}
-	return resp.Status
+	return run(p, 10*time.Second, "open "+path, chromedp.NavigateResponse(p.u.base+path)).Status
 }
 
 // click clicks the first element sel matches, waits for the page it leads
 // to, and returns that page's status.
 func (p *page) click(sel string) int64 {
 	p.t.Helper()
-	ctx, cancel := p.timed(10 * time.Second)
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
 	defer cancel()
 	resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(sel)))
-	if err != nil {
-		p.t.Fatalf("click %s: %v (on %s)", sel, err, p.location())
+	if err == nil && resp == nil {
+		err = errors.New("no document loaded")
 	}
-	if resp == nil {
-		p.t.Fatalf("click %s: no document loaded (on %s)", sel, p.location())
+	if err != nil {
+		p.t.Fatalf("click %s, on %s: %v", sel, p.location(), err)
 	}
 	return resp.Status
 }
@@ -218,53 +220,32 @@ func (p *page) click(sel string) int64 {
 // wait waits until sel matches a visible element.
 func (p *page) wait(sel string, within time.Duration) {
 	p.t.Helper()
-	ctx, cancel := p.timed(within)
-	defer cancel()
-	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(sel))); err != nil {
-		p.t.Fatalf("waiting for %s on %s: %v", sel, p.location(), err)
-	}
+	run(p, within, "waiting for "+sel, chromedp.WaitVisible(chromedp.CSS(sel)))
 }
 
-// text is the visible text of the first element sel matches, trimmed.
+// text is the visible text of the first element sel matches, its spaces
+// collapsed.
 func (p *page) text(sel string) string {
 	p.t.Helper()
-	ctx, cancel := p.timed(5 * time.Second)
-	defer cancel()
-	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-	if err != nil {
-		p.t.Fatalf("text of %s on %s: %v", sel, p.location(), err)
-	}
-	return strings.Join(strings.Fields(s), " ")
+	return strings.Join(strings.Fields(run(p, 5*time.Second, "text of "+sel, chromedp.Text(chromedp.CSS(sel)))), " ")
 }
 
 // attr is attribute name of the first element sel matches ("" if absent).
 func (p *page) attr(sel, name string) string {
 	p.t.Helper()
-	ctx, cancel := p.timed(5 * time.Second)
-	defer cancel()
-	r, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(sel), name))
-	if err != nil {
-		p.t.Fatalf("attribute %s of %s on %s: %v", name, sel, p.location(), err)
-	}
-	return r.Value
+	return run(p, 5*time.Second, "attribute "+name+" of "+sel, chromedp.AttributeValue(chromedp.CSS(sel), name)).Value
 }
 
 // eval evaluates a JavaScript expression in the page (DevTools is not
 // bound by the page's CSP) and decodes its result.
 func eval[T any](p *page, expr string) T {
 	p.t.Helper()
-	ctx, cancel := p.timed(5 * time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
-	if err != nil {
-		p.t.Fatalf("evaluate %q on %s: %v", expr, p.location(), err)
-	}
-	return v
+	return run(p, 5*time.Second, "evaluate "+expr, chromedp.Evaluate[T](expr))
 }
 
 // location is the page's URL, or a note that it could not be read.
 func (p *page) location() string {
-	ctx, cancel := p.timed(2 * time.Second)
+	ctx, cancel := context.WithTimeout(p.ctx, 2*time.Second)
 	defer cancel()
 	s, err := chromedp.Run(ctx, chromedp.Location())
 	if err != nil {
@@ -290,11 +271,7 @@ func (p *page) screenshot(name string) { p.t.Helper(); testenv.Screenshot(p.t, p
 func (p *page) signIn() int64 {
 	p.t.Helper()
 	p.wait("form#login input[name=token]", 5*time.Second)
-	ctx, cancel := p.timed(5 * time.Second)
-	defer cancel()
-	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS("form#login input[name=token]"), adminToken)); err != nil {
-		p.t.Fatalf("typing the token: %v", err)
-	}
+	run(p, 5*time.Second, "typing the token", chromedp.SendKeys(chromedp.CSS("form#login input[name=token]"), adminToken))
 	p.screenshot("sign-in")
 	return p.click("form#login button[type=submit]")
 }

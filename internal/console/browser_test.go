@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -413,12 +414,9 @@ func (p *page) signedIn() {
 // sessionCookie is the value of the browser's session cookie.
 func (p *page) sessionCookie() string {
 	p.t.Helper()
-	ctx, cancel := p.timed(5 * time.Second)
-	defer cancel()
-	res, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{p.u.base + "/ui/"}})
-	if err != nil {
-		p.t.Fatalf("cookies: %v", err)
-	}
+	res := run(p, 5*time.Second, "reading cookies", func(ctx context.Context, t *chromedp.Target) (network.GetCookiesResult, error) {
+		return cdp.Call(ctx, t, network.GetCookies, network.GetCookiesParams{URLs: []string{p.u.base + "/ui/"}})
+	})
 	for _, c := range res.Cookies {
 		if c.Name == "uplink_session" {
 			return c.Value
