@@ -59,5 +59,5 @@ func (c *Console) appCommits(ec echo.Context) error {
 		return c.failErr(ec, err)
 	}
 	h.Action = "/ui/apps/" + app.String() + "/commits"
-	return c.render(ec, http.StatusOK, "commits", h)
+	return c.render(ec, h.status(), "commits", h)
 }

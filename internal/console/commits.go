@@ -53,6 +53,8 @@ type historyView struct {
 	Refs         []refOption
 	Commits      []buildView
 	Action       string
+	// Error says why no builds are listed (an unknown ref).
+	Error string
 }
 
 // history lists the builds of refName (a branch, or a tag's one commit)
@@ -63,19 +65,14 @@ func (c *Console) history(ctx context.Context, app artifact.App, refName string)
 	if err != nil {
 		return historyView{}, err
 	}
-	var builds []ref.Build
-	if t, ok := refs.Tags[refName]; ok && refs.Branches[refName] == (ref.Pointer{}) {
-		b, err := c.cfg.Refs.Build(ctx, app, t.Commit)
-		if err != nil {
-			return historyView{}, err
-		}
-		builds = []ref.Build{b}
-	} else {
-		if builds, err = c.cfg.Refs.Builds(ctx, app, refName, maxCommits); err != nil {
-			return historyView{}, err
-		}
-	}
 	out := historyView{App: app.String(), Ref: refName}
+	builds, err := c.builds(ctx, app, refs, refName)
+	switch {
+	case errors.Is(err, ref.ErrNotFound) || errors.Is(err, artifact.ErrInvalid):
+		out.Error = "unknown branch or tag " + refName
+	case err != nil:
+		return historyView{}, err
+	}
 	for _, b := range builds {
 		out.Commits = append(out.Commits, c.buildView(app, b))
 	}
@@ -86,6 +83,19 @@ func (c *Console) history(ctx context.Context, app artifact.App, refName string)
 		out.Refs = append(out.Refs, refOption{Value: n, Label: "tag " + n, Selected: n == refName})
 	}
 	return out, nil
+}
+
+// builds are those of a branch, or a tag's one build, newest first.
+func (c *Console) builds(ctx context.Context, app artifact.App, refs ref.Refs, refName string) ([]ref.Build, error) {
+	if _, branch := refs.Branches[refName]; branch || refName == "" {
+		return c.cfg.Refs.Builds(ctx, app, refName, maxCommits)
+	}
+	t, ok := refs.Tags[refName]
+	if !ok {
+		return nil, &ref.NotFoundError{What: "ref " + refName}
+	}
+	b, err := c.cfg.Refs.Build(ctx, app, t.Commit)
+	return []ref.Build{b}, err
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -148,7 +158,14 @@ func (c *Console) commits(ec echo.Context) error {
 		h.Commits[i].RunningHere = runs[h.Commits[i].Commit]
 		h.Commits[i].Current = h.Commits[i].Commit == v.ResolvedCommit
 	}
-	return c.render(ec, http.StatusOK, "commits", h)
+	return c.render(ec, h.status(), "commits", h)
+}
+
+func (h historyView) status() int {
+	if h.Error != "" {
+		return http.StatusNotFound
+	}
+	return http.StatusOK
 }
 
 // load reads an installation and its app.

@@ -237,6 +237,13 @@ func TestPickerAndApps(t *testing.T) {
 	if strings.Contains(body, `class="change"`) {
 		t.Fatal("an app's history offers Change")
 	}
+	res, body = s.get("/ui/installations/web/commits?ref=nope")
+	expect(t, res, body, http.StatusNotFound, `<p class="error">unknown branch or tag nope`, `id="ref"`)
+	res, body = s.get("/ui/installations/web/commits?ref=v1")
+	expect(t, res, body, http.StatusOK, `data-commit="`+older+`"`, `<option value="v1" selected>`)
+	if strings.Contains(body, `data-commit="`+newer+`"`) {
+		t.Fatal("a tag's history lists another commit")
+	}
 	res, body = s.get("/ui/apps/acme/nope")
 	expect(t, res, body, http.StatusNotFound, "app acme/nope not found")
 }
