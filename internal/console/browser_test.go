@@ -61,7 +61,7 @@ func TestBrowserRollbackAndBack(t *testing.T) {
 		t.Fatalf("Change on the older commit leads to %s", path)
 	}
 	p.screenshot("confirm-pin")
-	op := p.confirmAndWatch("pin")
+	op := p.confirmAndWatch("pin", "pinned to "+short(u.older))
 	if op.To.Commit != u.older || op.From == nil || op.From.Branch != "main" {
 		t.Errorf("the pin operation goes %+v -> %+v, want main -> %s", op.From, op.To, u.older)
 	}
@@ -84,7 +84,7 @@ func TestBrowserRollbackAndBack(t *testing.T) {
 		t.Fatalf("Change on main leads to %s", path)
 	}
 	p.screenshot("confirm-track")
-	op = p.confirmAndWatch("track")
+	op = p.confirmAndWatch("track", "tracking main")
 	if op.To.Branch != "main" || op.From == nil || op.From.Commit != u.older {
 		t.Errorf("the track operation goes %+v -> %+v, want %s -> main", op.From, op.To, u.older)
 	}
@@ -141,11 +141,12 @@ func (p *page) expectHistory(commits ...string) {
 }
 
 // confirmAndWatch presses Change on the confirm page and follows the
-// operation page it lands on until the result shows. The page must show
+// operation page it lands on until the result shows. #from-to must end
+// in "→ <to>". The page must show
 // the operation running (a running step or #op-state running) and then
 // succeeded, in the same document: a marker set on window when it loaded
 // must still be there at the end.
-func (p *page) confirmAndWatch(name string) *api.Operation {
+func (p *page) confirmAndWatch(name, to string) *api.Operation {
 	p.t.Helper()
 	if n := eval[int](p, `document.querySelectorAll('form#confirm input[type=hidden][name=csrf]').length`); n != 1 {
 		p.t.Errorf("the confirm form has %d hidden csrf inputs, want 1", n)
@@ -156,6 +157,9 @@ func (p *page) confirmAndWatch(name string) *api.Operation {
 	id, ok := strings.CutPrefix(p.path(), "/ui/operations/")
 	if !ok || id == "" || strings.Contains(id, "/") {
 		p.t.Fatalf("Change leads to %s, want /ui/operations/<id>", p.path())
+	}
+	if fromTo := p.text("#from-to"); !strings.Contains(fromTo, "→ "+to) {
+		p.t.Errorf("#from-to %q, want it to go → %s", fromTo, to)
 	}
 	// Record every state the page shows from now on.
 	eval[bool](p, `(() => {
