@@ -87,10 +87,16 @@
     if (isDone(op.state)) renderOutcome(op);
   }
 
+  var last = null;
+  // A running step's duration grows between events too.
+  var tick = setInterval(function () { if (last) renderSteps(last.steps || []); }, 1000);
   var es = new EventSource(root.dataset.events);
   es.addEventListener("operation", function (ev) {
-    var op = JSON.parse(ev.data);
-    render(op);
-    if (isDone(op.state)) es.close();
+    last = JSON.parse(ev.data);
+    render(last);
+    if (isDone(last.state)) {
+      es.close();
+      clearInterval(tick);
+    }
   });
 })();
