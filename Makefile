@@ -1,16 +1,18 @@
 # `make test` is the one command that runs every test on a fresh Debian
-# machine: it installs Redis and versitygw, and the tests start them on
-# loopback ports in temporary directories and stop them.
+# machine: it installs Redis, versitygw, Incus/LXD and chromium, and the
+# tests start them on loopback ports in temporary directories and stop them.
 GO ?= go
 FUZZTIME ?= 15s
 
 .PHONY: test deps vet fuzz run build bench screenshots
 
 # The tests run with a private TMPDIR, removed afterwards: go-apk leaves
-# the packages it expands in the temporary directory.
+# the packages it expands in the temporary directory. The browser tests'
+# screenshots of every page they visit stay in test-screenshots/.
+SCREENSHOTS ?= $(CURDIR)/test-screenshots
 test: deps vet
 	@tmp=$$(mktemp -d /tmp/uplink-test.XXXXXX); \
-	  TMPDIR=$$tmp $(GO) test -race -count=1 ./...; status=$$?; \
+	  TMPDIR=$$tmp UPLINK_SCREENSHOTS=$(SCREENSHOTS) $(GO) test -race -count=1 ./...; status=$$?; \
 	  rm -rf $$tmp; exit $$status
 	$(MAKE) fuzz
 
