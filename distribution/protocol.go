@@ -12,6 +12,7 @@ import (
 
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/storage"
 )
 
 // Protocol is the read side of the repositories, what the /distribution/
@@ -73,6 +74,15 @@ type Package struct {
 	ModTime time.Time
 	ETag    string // strong, quoted
 	body    *guardedObject
+}
+
+// NewPackage returns a Package of obj that has no storage deadline: a
+// decorator's own object, such as a local file (whose File() *os.File
+// File returns) or one that follows a fill.
+func NewPackage(commit, etag string, obj storage.Object) *Package {
+	info := obj.Info()
+	return &Package{Commit: commit, Size: info.Size, ModTime: info.ModTime, ETag: etag,
+		body: &guardedObject{g: newGuard(context.Background(), 0), obj: obj}}
 }
 
 // Read reads under the storage deadline.

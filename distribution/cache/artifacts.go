@@ -1,0 +1,497 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/uplinkhq/uplink/distribution"
+	"github.com/uplinkhq/uplink/distribution/artifact"
+	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/storage"
+)
+
+// Artifacts is the local cache of immutable artifacts, a decorator of a
+// distribution.Protocol's Package: the files of published commits are
+// written to a directory bounded by bytes on their first read, and served
+// from an *os.File after that (so the handler's sendfile path is taken).
+//
+// A file is filled once however many clients ask at the same time: the
+// first opens it in storage, a fill copies it into a temporary file at
+// storage speed, and every client (the first too) follows the fill,
+// reading what is written so far. The fill is renamed into place only when
+// complete and of the stored size; its name keeps the key's hash, the
+// size and the Package's ETag, so a hit (and a restart) can check the
+// file's size at open. A fill that fails is removed and aborts the clients
+// following it; nothing is cached.
+//
+// Files are evicted least-recently-used. Each replica has its own
+// directory.
+type Artifacts struct {
+	distribution.Protocol
+	dir string
+	max int64
+
+	mu       sync.Mutex
+	lru      *simplelru.LRU[string, artifactEntry]
+	size     int64 // bytes of the files in lru
+	dropping bool  // an eviction callback of a drop, not an eviction
+	fills    map[string]*artifactFill
+
+	hits, misses, filled, evictions prometheus.Counter
+	bytes                           prometheus.Gauge
+}
+
+type artifactEntry struct {
+	name string
+	size int64
+	etag string
+}
+
+const artifactTemp = "tmp-"
+
+// NewArtifacts caches at most maxBytes of inner's packages in dir. It
+// removes the temporaries a crash left, and indexes the files there.
+func NewArtifacts(inner distribution.Protocol, dir string, maxBytes int64, reg prometheus.Registerer) (*Artifacts, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	c := &Artifacts{
+		Protocol: inner, dir: dir, max: maxBytes, fills: map[string]*artifactFill{},
+		hits: prometheus.NewCounter(prometheus.CounterOpts{Name: "uplink_artifact_cache_hits_total",
+			Help: "Package reads served from the local artifact cache."}),
+		misses: prometheus.NewCounter(prometheus.CounterOpts{Name: "uplink_artifact_cache_misses_total",
+			Help: "Package reads not in the local artifact cache (filled, or following a fill)."}),
+		filled: prometheus.NewCounter(prometheus.CounterOpts{Name: "uplink_artifact_cache_fills_total",
+			Help: "Files written to the local artifact cache, complete and verified."}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{Name: "uplink_artifact_cache_evictions_total",
+			Help: "Files evicted from the local artifact cache to keep its size bound."}),
+		bytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "uplink_artifact_cache_bytes",
+			Help: "Bytes of files in the local artifact cache."}),
+	}
+	c.lru, _ = simplelru.NewLRU(math.MaxInt, func(_ string, e artifactEntry) {
+		os.Remove(filepath.Join(c.dir, e.name))
+		c.size -= e.size
+		if !c.dropping {
+			c.evictions.Inc()
+		}
+	})
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	if reg != nil {
+		reg.MustRegister(c.hits, c.misses, c.filled, c.evictions, c.bytes)
+	}
+	return c, nil
+}
+
+// load removes temporaries and files whose names or sizes are wrong, and
+// indexes the rest, the oldest first.
+func (c *Artifacts) load() error {
+	ents, err := os.ReadDir(c.dir)
+	if err != nil {
+		return err
+	}
+	type found struct {
+		hash string
+		e    artifactEntry
+		at   time.Time
+	}
+	var files []found
+	for _, de := range ents {
+		path := filepath.Join(c.dir, de.Name())
+		hash, e, ok := parseArtifactName(de.Name())
+		fi, err := de.Info()
+		if !ok || err != nil || !fi.Mode().IsRegular() || fi.Size() != e.size {
+			os.RemoveAll(path) // a temporary, or not ours, or truncated
+			continue
+		}
+		files = append(files, found{hash, e, fi.ModTime()})
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].at.Before(files[j].at) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range files {
+		c.addLocked(f.hash, f.e)
+	}
+	return nil
+}
+
+// artifactName is <hash>-<size>-<hex of the ETag>.
+func artifactName(hash string, size int64, etag string) string {
+	return hash + "-" + strconv.FormatInt(size, 10) + "-" + hex.EncodeToString([]byte(etag))
+}
+
+func parseArtifactName(name string) (hash string, e artifactEntry, ok bool) {
+	parts := strings.Split(name, "-")
+	if len(parts) != 3 || len(parts[0]) != 64 {
+		return "", e, false
+	}
+	size, err := strconv.ParseInt(parts[1], 10, 64)
+	etag, err2 := hex.DecodeString(parts[2])
+	if err != nil || err2 != nil || size < 0 {
+		return "", e, false
+	}
+	return parts[0], artifactEntry{name: name, size: size, etag: string(etag)}, true
+}
+
+func artifactHash(app artifact.App, commit, arch, file string) string {
+	sum := sha256.Sum256([]byte(artifact.Key(app, commit, arch, file)))
+	return hex.EncodeToString(sum[:])
+}
+
+// Package serves a hit from the file, else fills it (or follows the fill
+// running). A package asked for through a branch with earlier commits may
+// come from any of them: the inner Protocol opens it first, and it is
+// cached under the commit that answered.
+func (c *Artifacts) Package(ctx context.Context, req distribution.Request, res ref.Resolution) (*distribution.Package, error) {
+	app := req.Application()
+	if len(res.Fallback) == 0 {
+		hash := artifactHash(app, res.Commit, req.Arch, req.File)
+		if pkg := c.hit(hash, res.Commit); pkg != nil {
+			return pkg, nil
+		}
+		return c.miss(ctx, hash, res.Commit, func(ctx context.Context) (*distribution.Package, error) {
+			return c.Protocol.Package(ctx, req, res)
+		})
+	}
+	// Opened under a context that outlives the request: the fill goes on
+	// for the clients following it when this one leaves.
+	inner, err := c.Protocol.Package(context.WithoutCancel(ctx), req, res)
+	if err != nil {
+		return nil, err
+	}
+	hash := artifactHash(app, inner.Commit, req.Arch, req.File)
+	if pkg := c.hit(hash, inner.Commit); pkg != nil {
+		inner.Close()
+		return pkg, nil
+	}
+	used := false
+	pkg, err := c.miss(ctx, hash, inner.Commit, func(context.Context) (*distribution.Package, error) {
+		if used { // a second start, after a fill that failed
+			return c.Protocol.Package(context.WithoutCancel(ctx), req, res)
+		}
+		used = true
+		return inner, nil
+	})
+	if !used {
+		inner.Close()
+	}
+	return pkg, err
+}
+
+// hit opens the cached file of hash, checking its size; a file that does
+// not match is removed.
+func (c *Artifacts) hit(hash, commit string) *distribution.Package {
+	c.mu.Lock()
+	e, ok := c.lru.Get(hash)
+	c.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	f, err := os.Open(filepath.Join(c.dir, e.name))
+	var fi os.FileInfo
+	if err == nil {
+		fi, err = f.Stat()
+	}
+	if err != nil || fi.Size() != e.size {
+		if f != nil {
+			f.Close()
+		}
+		c.drop(hash, e.name)
+		return nil
+	}
+	c.hits.Inc()
+	return distribution.NewPackage(commit, e.etag, &fileObject{f: f,
+		info: storage.Info{Size: e.size, ModTime: fi.ModTime(), ETag: e.etag}})
+}
+
+// drop forgets a cached file that is not what it was stored as.
+func (c *Artifacts) drop(hash, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.lru.Peek(hash); ok && e.name == name {
+		c.dropping = true
+		c.lru.Remove(hash)
+		c.dropping = false
+		c.bytes.Set(float64(c.size))
+	}
+}
+
+// miss follows the fill of hash, starting it with open when none runs.
+func (c *Artifacts) miss(ctx context.Context, hash, commit string, open func(context.Context) (*distribution.Package, error)) (*distribution.Package, error) {
+	c.misses.Inc()
+	for {
+		c.mu.Lock()
+		if _, ok := c.lru.Peek(hash); ok { // filled since the lookup
+			c.mu.Unlock()
+			if pkg := c.hit(hash, commit); pkg != nil {
+				return pkg, nil
+			}
+			continue
+		}
+		fl, running := c.fills[hash]
+		if !running {
+			fl = &artifactFill{opened: make(chan struct{})}
+			fl.cond = sync.NewCond(&fl.mu)
+			c.fills[hash] = fl
+		}
+		c.mu.Unlock()
+		if !running {
+			return c.start(ctx, hash, fl, open)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-fl.opened:
+		}
+		if errors.Is(fl.openErr, errNotFilled) {
+			return open(ctx)
+		}
+		if fl.openErr != nil {
+			return nil, fl.openErr
+		}
+		if pkg := fl.follow(); pkg != nil {
+			return pkg, nil
+		}
+		// The fill ended (and was renamed or failed) before this client
+		// joined it: look again.
+	}
+}
+
+// start opens the package and fills the cache from it in the background;
+// the caller follows the fill. A package too large for the cache (or when
+// no temporary can be made) is served as it is, not cached.
+func (c *Artifacts) start(ctx context.Context, hash string, fl *artifactFill, open func(context.Context) (*distribution.Package, error)) (*distribution.Package, error) {
+	inner, err := open(context.WithoutCancel(ctx))
+	var tmp *os.File
+	if err == nil && inner.Size <= c.max {
+		tmp, _ = os.CreateTemp(c.dir, artifactTemp+"*")
+	}
+	if tmp == nil {
+		fl.openErr = err
+		if err == nil {
+			fl.openErr = errNotFilled
+		}
+		c.mu.Lock()
+		delete(c.fills, hash)
+		c.mu.Unlock()
+		close(fl.opened)
+		return inner, err
+	}
+	fl.f, fl.pkg = tmp, inner
+	fl.refs = 1 // the fill's own
+	close(fl.opened)
+	pkg := fl.follow()
+	go c.fill(hash, fl)
+	return pkg, nil
+}
+
+// errNotFilled sends the clients waiting on a file that is not filled to
+// storage themselves.
+var errNotFilled = errors.New("artifact cache: not filled")
+
+// fill copies the package into the temporary file, and renames it into
+// place when it has all the bytes storage said it has.
+func (c *Artifacts) fill(hash string, fl *artifactFill) {
+	inner := fl.pkg
+	buf := make([]byte, distribution.CopyBuffer)
+	var err error
+	var written int64
+	for {
+		n, rerr := inner.Read(buf)
+		if n > 0 {
+			if _, werr := fl.f.WriteAt(buf[:n], written); werr != nil {
+				err = werr
+				break
+			}
+			written += int64(n)
+			fl.progress(written)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			err = rerr
+			break
+		}
+	}
+	inner.Close()
+	if err == nil && written != inner.Size {
+		err = fmt.Errorf("artifact cache: %w after %d of %d bytes", io.ErrUnexpectedEOF, written, inner.Size)
+	}
+	name := artifactName(hash, inner.Size, inner.ETag)
+	if err == nil {
+		if !inner.ModTime.IsZero() {
+			os.Chtimes(fl.f.Name(), time.Now(), inner.ModTime)
+		}
+		err = os.Rename(fl.f.Name(), filepath.Join(c.dir, name))
+	}
+	if err != nil {
+		os.Remove(fl.f.Name())
+	}
+	c.mu.Lock()
+	if err == nil {
+		c.addLocked(hash, artifactEntry{name: name, size: inner.Size, etag: inner.ETag})
+		c.filled.Inc()
+	}
+	delete(c.fills, hash)
+	c.mu.Unlock()
+	fl.finish(err)
+}
+
+func (c *Artifacts) addLocked(hash string, e artifactEntry) {
+	if old, ok := c.lru.Peek(hash); ok && old.name == e.name {
+		return
+	}
+	c.dropping = true
+	c.lru.Remove(hash)
+	c.dropping = false
+	c.lru.Add(hash, e)
+	c.size += e.size
+	for c.size > c.max && c.lru.Len() > 0 {
+		c.lru.RemoveOldest()
+	}
+	c.bytes.Set(float64(c.size))
+}
+
+// artifactFill is a fill running: the temporary file, how much of it is
+// written, and how it ended.
+type artifactFill struct {
+	opened  chan struct{} // closed when pkg and f are set, or openErr
+	openErr error
+	pkg     *distribution.Package
+	f       *os.File
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	written int64
+	done    bool
+	err     error
+	refs    int // the fill and its followers; the last closes f
+}
+
+// follow returns a Package reading the fill, nil when it has ended.
+func (fl *artifactFill) follow() *distribution.Package {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if fl.refs == 0 {
+		return nil
+	}
+	fl.refs++
+	return distribution.NewPackage(fl.pkg.Commit, fl.pkg.ETag, &fillReader{fl: fl,
+		info: storage.Info{Size: fl.pkg.Size, ModTime: fl.pkg.ModTime, ETag: fl.pkg.ETag}})
+}
+
+func (fl *artifactFill) progress(written int64) {
+	fl.mu.Lock()
+	fl.written = written
+	fl.mu.Unlock()
+	fl.cond.Broadcast()
+}
+
+func (fl *artifactFill) finish(err error) {
+	fl.mu.Lock()
+	fl.done, fl.err = true, err
+	fl.mu.Unlock()
+	fl.cond.Broadcast()
+	fl.release()
+}
+
+func (fl *artifactFill) release() {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if fl.refs--; fl.refs == 0 {
+		fl.f.Close()
+	}
+}
+
+// fillReader reads a fill as it is written: it waits for bytes not
+// written yet, and fails when the fill fails.
+type fillReader struct {
+	fl     *artifactFill
+	info   storage.Info
+	off    int64
+	closed bool
+}
+
+func (r *fillReader) Read(p []byte) (int, error) {
+	fl := r.fl
+	if r.off >= r.info.Size {
+		return 0, io.EOF
+	}
+	fl.mu.Lock()
+	for r.off >= fl.written && !fl.done {
+		fl.cond.Wait()
+	}
+	written, err := fl.written, fl.err
+	fl.mu.Unlock()
+	if r.off >= written {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, err
+	}
+	if int64(len(p)) > written-r.off {
+		p = p[:written-r.off]
+	}
+	n, rerr := fl.f.ReadAt(p, r.off)
+	r.off += int64(n)
+	if rerr == io.EOF && n > 0 {
+		rerr = nil
+	}
+	return n, rerr
+}
+
+func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += r.off
+	case io.SeekEnd:
+		offset += r.info.Size
+	default:
+		return 0, errors.New("artifact cache: bad whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("artifact cache: negative position")
+	}
+	r.off = offset
+	return offset, nil
+}
+
+func (r *fillReader) Close() error {
+	if !r.closed {
+		r.closed = true
+		r.fl.release()
+	}
+	return nil
+}
+
+func (r *fillReader) Info() storage.Info { return r.info }
+
+// fileObject is a cached file.
+type fileObject struct {
+	f    *os.File
+	info storage.Info
+}
+
+func (o *fileObject) Read(p []byte) (int, error)                   { return o.f.Read(p) }
+func (o *fileObject) Seek(offset int64, whence int) (int64, error) { return o.f.Seek(offset, whence) }
+func (o *fileObject) Close() error                                 { return o.f.Close() }
+func (o *fileObject) Info() storage.Info                           { return o.info }
+func (o *fileObject) File() *os.File                               { return o.f }
