@@ -45,7 +45,10 @@ type Config struct {
 	Protocol Protocol
 	// MaxRanges bounds the ranges of one request, once coalesced
 	// (DefaultMaxRanges when zero); beyond it the whole file is answered.
-	MaxRanges  int
+	MaxRanges int
+	// Redirect, when set, answers package requests with a 302 to a
+	// presigned URL instead of their bytes (see Redirect).
+	Redirect   *Redirect
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -175,6 +178,8 @@ func (h *Handler) Serve(c echo.Context) error {
 	refKind = res.Kind
 	if fileKind == "index" {
 		h.serveIndex(rw, r, req, res)
+	} else if h.cfg.Redirect != nil {
+		h.redirect(rw, r, req, res)
 	} else {
 		h.servePackage(rw, r, req, res)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -61,6 +62,13 @@ type Lister interface {
 // Deleter removes objects. Deleting a missing key is not an error.
 type Deleter interface {
 	Delete(ctx context.Context, key string) error
+}
+
+// Presigner is optional: a driver whose objects clients can fetch
+// themselves (S3) returns a URL that GETs key without credentials until
+// expiry passes. Callers find it with a type assertion on the driver.
+type Presigner interface {
+	PresignGet(ctx context.Context, key string, expiry time.Duration) (*url.URL, error)
 }
 
 // Driver is the whole storage contract; storagetest checks it.

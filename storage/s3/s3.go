@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -66,7 +67,10 @@ type Driver struct {
 	partSize int64
 }
 
-var _ storage.Driver = (*Driver)(nil)
+var (
+	_ storage.Driver    = (*Driver)(nil)
+	_ storage.Presigner = (*Driver)(nil)
+)
 
 // New returns a Driver for cfg. It does not contact the server.
 func New(ctx context.Context, cfg Config) (*Driver, error) {
@@ -264,6 +268,21 @@ func (d *Driver) Stat(ctx context.Context, key string) (storage.Info, error) {
 		return storage.Info{}, d.headErr(ctx, key, err)
 	}
 	return d.info(oi), nil
+}
+
+// PresignGet returns a presigned GET URL of key (SigV4 query string,
+// valid for expiry, at most 7 days) on the configured endpoint. It
+// signs locally; only a Config without Region asks the server for the
+// bucket's region, once.
+func (d *Driver) PresignGet(ctx context.Context, key string, expiry time.Duration) (*url.URL, error) {
+	if err := storage.CheckKey(ctx, key); err != nil {
+		return nil, err
+	}
+	u, err := d.client.PresignedGetObject(ctx, d.bucket, d.prefix+key, expiry, nil)
+	if err != nil {
+		return nil, fmt.Errorf("s3: presign %s: %w", key, err)
+	}
+	return u, nil
 }
 
 // Put uploads r to key, honouring cond.
