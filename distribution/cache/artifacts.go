@@ -336,6 +336,12 @@ func (c *Artifacts) fill(hash string, fl *artifactFill) {
 	}
 	name := artifactName(hash, inner.Size, inner.ETag)
 	if err == nil {
+		// On disk before the name says it is complete: a power cut never
+		// leaves a file of the right size with the wrong bytes. The
+		// clients are not waiting on it: they have every byte already.
+		err = fl.f.Sync()
+	}
+	if err == nil {
 		if !inner.ModTime.IsZero() {
 			os.Chtimes(fl.f.Name(), time.Now(), inner.ModTime)
 		}
