@@ -40,6 +40,8 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.BoolVar(&cfg.S3.UseTLS, "s3-tls", true, "use HTTPS to reach S3")
 	fs.BoolVar(&cfg.S3.PathStyle, "s3-path-style", false, "path-style bucket addressing (minio, versitygw, most self-hosted S3)")
 	fs.BoolVar(&cfg.S3CreateBucket, "s3-create-bucket", false, "create the bucket at start if it does not exist")
+	fs.BoolVar(&cfg.S3Redirect, "s3-redirect", false, "answer package requests with a 302 to a presigned S3 URL (instances must reach --s3-endpoint); indexes are still served by uplink")
+	fs.DurationVar(&cfg.S3RedirectExpiry, "s3-redirect-expiry", distribution.DefaultRedirectExpiry, "how long the presigned URL of an --s3-redirect stays valid (1m to 1h)")
 	fs.StringVar(&cfg.Redis, "redis", "", "Redis URL (redis://host:6379/0) shared by replicas; empty: in-process cache only")
 	fs.StringVar(&cfg.RedisPrefix, "redis-prefix", distribution.DefaultRedisPrefix, "prefix of every Redis key and channel")
 	fs.DurationVar(&cfg.RedisTimeout, "redis-timeout", distribution.DefaultRedisTimeout, "bound on each Redis call; past it requests go to storage")
@@ -47,6 +49,8 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.RefCacheTTL, "ref-cache-ttl", cache.DefaultRefTTL, "how long any replica trusts a ref pointer, in memory or from Redis, after it was read from storage: every replica sees a publish within it, whatever Redis does")
 	fs.DurationVar(&cfg.ClientIndexTTL, "client-index-ttl", distribution.DefaultClientIndexTTL, "how long packages a client asks for through a branch come from the commit whose index it last got there (keep above apk's 4h index cache)")
 	fs.Var(sizeFlag{&cfg.IndexCacheSize}, "index-cache-size", "memory for indexes of published commits (e.g. 256MiB)")
+	fs.StringVar(&cfg.ArtifactCacheDir, "artifact-cache-dir", "", "local disk cache of the packages of published commits in front of --storage s3, served by sendfile (default <data-dir>/artifact-cache)")
+	fs.Var(sizeFlag{&cfg.ArtifactCacheSize}, "artifact-cache-size", "bound of --artifact-cache-dir, least recently used files evicted (e.g. 4GiB); 0 turns the cache off")
 	fs.IntVar(&cfg.Retention, "retention", ref.DefaultRetention, "commits of a branch that a package request through the branch may fall back to")
 	fs.Var(cidrFlag{&cfg.AllowCIDR}, "allow-cidr", "comma-separated prefixes allowed to fetch from /distribution (default: everyone)")
 	fs.Var(listFlag{&cfg.AdminTokens}, "admin-token", "comma-separated admin bearer tokens (default: generated into <data-dir>/"+server.TokenFile+")")
@@ -86,7 +90,7 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 }
 
 func defaultConfig() server.Config {
-	return server.Config{IndexCacheSize: 256 << 20, MaxUpload: 2 << 30, MaxHeaderBytes: server.DefaultMaxHeaderBytes}
+	return server.Config{IndexCacheSize: 256 << 20, ArtifactCacheSize: 4 << 30, MaxUpload: 2 << 30, MaxHeaderBytes: server.DefaultMaxHeaderBytes}
 }
 
 // validate reports every mistake at once, each with what to do.
@@ -157,6 +161,12 @@ func (p *problems) storage(cfg *server.Config) {
 	default:
 		p.bad("--storage %q: want filesystem or s3", cfg.Storage)
 	}
+	if cfg.S3Redirect && cfg.Storage != "s3" {
+		p.bad("--s3-redirect needs --storage s3")
+	}
+	if cfg.S3RedirectExpiry < time.Minute || cfg.S3RedirectExpiry > time.Hour {
+		p.bad("--s3-redirect-expiry must be from 1m to 1h")
+	}
 	if cfg.StorageTimeout < 100*time.Millisecond || cfg.StorageTimeout > 10*time.Minute {
 		p.bad("--storage-timeout must be from 100ms to 10m")
 	}
@@ -179,6 +189,9 @@ func (p *problems) caches(cfg *server.Config) {
 	}
 	if cfg.IndexCacheSize < 1<<20 {
 		p.bad("--index-cache-size must be at least 1MiB")
+	}
+	if cfg.ArtifactCacheSize != 0 && cfg.ArtifactCacheSize < 1<<20 {
+		p.bad("--artifact-cache-size must be 0 (off) or at least 1MiB")
 	}
 }
 

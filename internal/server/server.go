@@ -46,6 +46,11 @@ type Config struct {
 	Storage        string
 	S3             s3.Config
 	S3CreateBucket bool
+	// S3Redirect answers package requests with a 302 to a presigned URL
+	// of the object, valid S3RedirectExpiry (distribution.Redirect); only
+	// with Storage "s3", ignored otherwise.
+	S3Redirect       bool
+	S3RedirectExpiry time.Duration
 
 	// Redis is a redis:// URL; empty keeps every cache in process.
 	Redis        string
@@ -60,6 +65,12 @@ type Config struct {
 	IndexCacheSize int64
 	Retention      int
 	AllowCIDR      []netip.Prefix
+
+	// ArtifactCacheDir holds the local cache of packages of published
+	// commits (default <DataDir>/artifact-cache), at most
+	// ArtifactCacheSize bytes; 0 turns the cache off.
+	ArtifactCacheDir  string
+	ArtifactCacheSize int64
 
 	AdminTokens []string
 	MaxUpload   int64
@@ -152,6 +163,9 @@ type Server struct {
 	sweeper    *admin.Sweeper
 	httpm      *httpMetrics
 	draining   atomic.Bool
+
+	// presigner is the driver's (unwrapped) with S3Redirect, else nil.
+	presigner storage.Presigner
 }
 
 func newEcho(log *slog.Logger, accessLog bool) *echo.Echo {

@@ -50,8 +50,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	presigner, _ := drv.(storage.Presigner) // before wrapping: the wrappers have no PresignGet
 	drv = chaosStorage(storage.Instrument(drv, reg))
 	s := &Server{cfg: cfg, log: log, store: drv, httpm: newHTTPMetrics(reg)}
+	if cfg.S3Redirect && cfg.Storage == "s3" {
+		s.presigner = presigner
+	}
 	s.refs = ref.NewStore(drv)
 	s.refs.Retention = cfg.Retention
 	if s.rdb, err = redisClient(cfg); err != nil {
@@ -72,7 +76,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.dist = s.distribution(rc, keys, inst.authorizer, reg)
+	if s.dist, err = s.distribution(rc, keys, inst.authorizer, reg); err != nil {
+		return nil, err
+	}
 	if s.admin, err = s.adminAPI(keys, inst.installations, multipart, reg); err != nil {
 		return nil, err
 	}
@@ -185,25 +191,45 @@ func (s *Server) backendConfig(c rollout.Projects) rollout.BackendConfig {
 }
 
 // distribution builds the listener apk talks to: the storage-backed
-// repositories, decorated by the index cache and the access checks.
-func (s *Server) distribution(rc redis.UniversalClient, keys *distribution.Keys, authorizer distribution.Authorizer, reg prometheus.Registerer) *echo.Echo {
+// repositories, decorated by the artifact cache (packages on local disk),
+// the index cache and the access checks.
+func (s *Server) distribution(rc redis.UniversalClient, keys *distribution.Keys, authorizer distribution.Authorizer, reg prometheus.Registerer) (*echo.Echo, error) {
 	cfg := s.cfg
 	e := newEcho(s.log, cfg.AccessLog)
 	clients := distribution.NewClientIndexes(distribution.ClientIndexConfig{
 		Redis: rc, Prefix: cfg.RedisPrefix, Namespace: s.cache.Namespace, TTL: cfg.ClientIndexTTL, RedisTimeout: cfg.RedisTimeout,
 		RefStaleness: cfg.RefCacheTTL, Logger: s.log, Registerer: reg,
 	})
-	var repos distribution.Protocol = &distribution.Repositories{
+	storageRepos := &distribution.Repositories{
 		Storage: s.store, Refs: s.cache, KeyStore: keys, Clients: clients, Timeout: cfg.StorageTimeout,
 	}
+	var repos distribution.Protocol = storageRepos
+	// Only in front of remote storage: the filesystem's files are already
+	// sent by sendfile.
+	if cfg.ArtifactCacheSize > 0 && cfg.Storage != "filesystem" {
+		var err error
+		dir := cfg.ArtifactCacheDir
+		if dir == "" {
+			dir = filepath.Join(cfg.DataDir, "artifact-cache")
+		}
+		if repos, err = cache.NewArtifacts(repos, dir, cfg.ArtifactCacheSize, reg); err != nil {
+			return nil, fmt.Errorf("artifact cache: %w", err)
+		}
+	}
 	repos = distribution.NewAccess(cache.NewIndexes(repos, cfg.IndexCacheSize, reg), cfg.AllowCIDR, authorizer)
-	dh := distribution.New(distribution.Config{Protocol: repos, MaxRanges: cfg.MaxRanges, Logger: s.log, Registerer: reg})
+	var redirect *distribution.Redirect
+	if s.presigner != nil {
+		// Finds the commit through the undecorated repositories: a
+		// redirected request never reads through (or fills) a cache.
+		redirect = &distribution.Redirect{Packages: storageRepos, Presigner: s.presigner, Expiry: cfg.S3RedirectExpiry, Timeout: cfg.StorageTimeout}
+	}
+	dh := distribution.New(distribution.Config{Protocol: repos, MaxRanges: cfg.MaxRanges, Redirect: redirect, Logger: s.log, Registerer: reg})
 	dh.Register(e)
 	dh.RegisterKeys(e)
 	e.RouteNotFound("/*", func(c echo.Context) error {
 		return c.String(http.StatusNotFound, "not found: repositories are under /distribution/\n")
 	})
-	return e
+	return e, nil
 }
 
 // adminAPI builds the admin listener: /api/v1, the console under /ui/,
