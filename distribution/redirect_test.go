@@ -51,11 +51,11 @@ type redirectEnv struct {
 	signer  *fakePresigner
 }
 
-func newRedirectEnv(t *testing.T, allow ...netip.Prefix) *redirectEnv {
+func newRedirectEnv(t *testing.T, auth distribution.Authorizer, allow ...netip.Prefix) *redirectEnv {
 	repos, commits := newRepositories(t)
 	env := &redirectEnv{reg: prometheus.NewRegistry(), repos: repos, commits: commits, signer: &fakePresigner{}}
 	h := distribution.New(distribution.Config{
-		Protocol:   distribution.NewAccess(repos, allow, nil),
+		Protocol:   distribution.NewAccess(repos, allow, auth),
 		Redirect:   &distribution.Redirect{Packages: repos, Presigner: env.signer, Expiry: 3 * time.Minute},
 		Registerer: env.reg,
 	})
@@ -88,7 +88,7 @@ func (env *redirectEnv) do(t *testing.T, method, ref, file string) (*http.Respon
 // client-index and branch fallbacks; indexes are still served; a missing
 // file is 404 and a failed signing 503; the 302s are counted.
 func TestRedirect(t *testing.T) {
-	env := newRedirectEnv(t)
+	env := newRedirectEnv(t, nil)
 	old, cur := env.commits[0], env.commits[1]
 	location := func(commit, file string) string {
 		return "http://s3.example/bucket/" + artifact.Key(acme, commit, "x86_64", file) + "?X-Amz-Expires=3m0s"
@@ -158,16 +158,28 @@ func TestRedirect(t *testing.T) {
 }
 
 // TestRedirectAccess: access is checked before: a client outside the
-// allow-list gets 403, and nothing is signed for it.
+// allow-list or refused by the Authorizer gets 403, one the Authorizer
+// cannot decide 503, and nothing is signed for them.
 func TestRedirectAccess(t *testing.T) {
-	env := newRedirectEnv(t, netip.MustParsePrefix("10.0.0.0/8"))
-	for _, method := range []string{http.MethodGet, http.MethodHead} {
-		resp, _ := env.do(t, method, "main", "b.apk")
-		if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Location") != "" {
-			t.Errorf("%s from outside the allow-list: %d", method, resp.StatusCode)
+	for _, c := range []struct {
+		name  string
+		auth  distribution.Authorizer
+		allow []netip.Prefix
+		want  int
+	}{
+		{"outside the allow-list", nil, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, http.StatusForbidden},
+		{"refused by the authorizer", &authorizer{verdict: refuse}, nil, http.StatusForbidden},
+		{"undecided", &authorizer{verdict: undecided}, nil, http.StatusServiceUnavailable},
+	} {
+		env := newRedirectEnv(t, c.auth, c.allow...)
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			resp, _ := env.do(t, method, "main", "b.apk")
+			if resp.StatusCode != c.want || resp.Header.Get("Location") != "" {
+				t.Errorf("%s, %s: %d, want %d", c.name, method, resp.StatusCode, c.want)
+			}
 		}
-	}
-	if n := env.signer.calls(); n != 0 {
-		t.Errorf("%d signings for a refused client", n)
+		if n := env.signer.calls(); n != 0 {
+			t.Errorf("%s: %d signings", c.name, n)
+		}
 	}
 }
