@@ -17,8 +17,10 @@ import (
 
 // storageTarget is one URL of the chaos load and what it must answer.
 type storageTarget struct {
-	url    string
-	cached bool // an index already in memory: served whatever S3 does
+	url string
+	// cached: an index already in memory, or a commit's package already in
+	// the local artifact cache: served whatever S3 does.
+	cached bool
 	body   []byte
 }
 
@@ -109,7 +111,9 @@ func TestChaosStorage(t *testing.T) {
 		{url: base(a) + "APKINDEX.tar.gz", cached: true},
 		{url: base("main") + "hello-2.0-r0.apk"},
 		{url: base("main") + "hello-1.0-r0.apk"}, // from the branch's previous commit
-		{url: base(a) + "hello-1.0-r0.apk"},
+		// By its commit, and read once below: from then on in the artifact
+		// cache. Through a branch, a package still asks S3 which commit answers.
+		{url: base(a) + "hello-1.0-r0.apk", cached: true},
 	}
 	// Each answer once while S3 is up: the bytes to expect, and the
 	// indexes in memory.
