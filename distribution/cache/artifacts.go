@@ -464,20 +464,12 @@ func (r *fillReader) Read(p []byte) (int, error) {
 }
 
 func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += r.off
-	case io.SeekEnd:
-		offset += r.info.Size
-	default:
-		return 0, errors.New("artifact cache: bad whence")
+	off, err := storage.SeekOffset(r.off, r.info.Size, offset, whence)
+	if err != nil {
+		return 0, fmt.Errorf("artifact cache: %w", err)
 	}
-	if offset < 0 {
-		return 0, errors.New("artifact cache: negative position")
-	}
-	r.off = offset
-	return offset, nil
+	r.off = off
+	return off, nil
 }
 
 func (r *fillReader) Close() error {

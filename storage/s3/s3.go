@@ -221,20 +221,12 @@ func (o *Object) open() error {
 
 // Seek only moves the offset; the next Read fetches from there.
 func (o *Object) Seek(offset int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += o.off
-	case io.SeekEnd:
-		offset += o.info.Size
-	default:
-		return 0, fmt.Errorf("s3: seek: invalid whence %d", whence)
+	off, err := storage.SeekOffset(o.off, o.info.Size, offset, whence)
+	if err != nil {
+		return 0, fmt.Errorf("s3: %s: %w", o.info.Key, err)
 	}
-	if offset < 0 {
-		return 0, fmt.Errorf("s3: seek %s: negative offset", o.info.Key)
-	}
-	o.off = offset
-	return offset, nil
+	o.off = off
+	return off, nil
 }
 
 func (o *Object) Close() error {
