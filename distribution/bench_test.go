@@ -42,9 +42,9 @@ func setup(b testing.TB, indexSize int, auth ...distribution.Authorizer) (*echo.
 		b.Fatal(err)
 	}
 	e := echo.New()
-	var p distribution.Protocol = &distribution.Repositories{
-		Storage: d, Refs: cache.NewRefs(store, cache.RefsConfig{}),
-		Clients: distribution.NewClientIndexes(distribution.ClientIndexConfig{}), // as `uplink serve` runs
+	var p distribution.Protocol = &distribution.Fallbacks{
+		Protocol: &distribution.Repositories{Storage: d, Refs: cache.NewRefs(store, cache.RefsConfig{})},
+		Clients:  distribution.NewClientIndexes(distribution.ClientIndexConfig{}), // as `uplink serve` runs
 	}
 	var authorizer distribution.Authorizer
 	if len(auth) > 0 {

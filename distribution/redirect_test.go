@@ -46,13 +46,13 @@ func (p *fakePresigner) calls() int {
 type redirectEnv struct {
 	srv     *httptest.Server
 	reg     *prometheus.Registry
-	repos   *distribution.Repositories
+	repos   *distribution.Fallbacks
 	commits []string // old, cur (see newRepositories)
 	signer  *fakePresigner
 }
 
 func newRedirectEnv(t *testing.T, auth distribution.Authorizer, allow ...netip.Prefix) *redirectEnv {
-	repos, commits := newRepositories(t)
+	repos, commits := newFallbacks(t)
 	env := &redirectEnv{reg: prometheus.NewRegistry(), repos: repos, commits: commits, signer: &fakePresigner{}}
 	h := distribution.New(distribution.Config{
 		Protocol:   distribution.NewAccess(repos, allow, auth),

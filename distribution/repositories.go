@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"slices"
 	"strconv"
 	"time"
 
@@ -16,16 +15,13 @@ import (
 )
 
 // Repositories is the Protocol on storage: it resolves refs, names the
-// storage keys, applies the client-index and branch fallbacks, and bounds
-// every storage wait by the storage timeout.
+// storage keys, and bounds every storage wait by the storage timeout. A
+// request is answered from the resolved commit alone (Fallbacks chooses
+// among a branch's commits).
 type Repositories struct {
 	Storage  storage.Getter
 	Refs     ref.Resolver
 	KeyStore *Keys
-	// Clients, when set, remembers which commit's index each client got
-	// through a branch, and packages asked for through the branch come
-	// from that commit first.
-	Clients *ClientIndexes
 	// Timeout bounds each storage wait of a response: to the first byte,
 	// then per read (DefaultStorageTimeout when zero).
 	Timeout time.Duration
@@ -77,84 +73,25 @@ func (s *Repositories) Index(ctx context.Context, req Request, res ref.Resolutio
 	return NewIndex(res.Commit, data), nil
 }
 
-// Package opens a file from the client's commit (see clientCommit), else
-// from the current commit, else from the newest earlier commit of the
-// branch that has it.
+// Package opens the file of res.Commit alone: which commit of a branch
+// answers is Fallbacks' choice.
 //
-// Storage gets the timeout to the first byte (every Open of the fallback
-// chain and the first read together), then the same timeout per read.
+// Storage gets the timeout to the first byte (the Open and the first read
+// together), then the same timeout per read.
 func (s *Repositories) Package(ctx context.Context, req Request, res ref.Resolution) (*Package, error) {
-	first := s.clientCommit(ctx, req, res) // before the storage deadline starts
 	g := newGuard(ctx, s.timeout())
-	app := req.Application()
-	var obj storage.Object
-	var err error
-	commit := first
-	if first != "" {
-		obj, err = g.open(s.Storage, artifact.Key(app, first, req.Arch, req.File))
-		if err == nil {
-			s.Clients.hitServed.Inc()
-		} else if storage.IsNotFound(err) {
-			s.Clients.hitMissing.Inc()
-		}
-	}
-	if first == "" || storage.IsNotFound(err) {
-		commit = res.Commit
-		obj, err = g.open(s.Storage, artifact.Key(app, commit, req.Arch, req.File))
-	}
-	// The branch moved between the client's index and this request: the
-	// package is still in an earlier commit of the branch.
-	for _, c := range res.Fallback {
-		if !storage.IsNotFound(err) {
-			break
-		}
-		if c == first {
-			continue
-		}
-		commit = c
-		obj, err = g.open(s.Storage, artifact.Key(app, commit, req.Arch, req.File))
-	}
+	obj, err := g.open(s.Storage, artifact.Key(req.Application(), res.Commit, req.Arch, req.File))
 	if err != nil {
 		g.stop()
 		return nil, err
 	}
 	info := obj.Info()
-	return &Package{Commit: commit, Size: info.Size, ModTime: info.ModTime,
-		ETag: strconv.Quote(commit[:12] + "-" + info.ETag), body: &guardedObject{g: g, obj: obj}}, nil
+	return &Package{Commit: res.Commit, Size: info.Size, ModTime: info.ModTime,
+		ETag: strconv.Quote(res.Commit[:12] + "-" + info.ETag), body: &guardedObject{g: g, obj: obj}}, nil
 }
 
-// clientCommit is the commit a package asked for through a branch is
-// served from first: the one whose index the client last received through
-// the branch, when that is not the current commit and is still within the
-// branch's fallback window (so a published build of this app's branch).
-// An index is always served from the current commit.
-func (s *Repositories) clientCommit(ctx context.Context, req Request, res ref.Resolution) string {
-	c := s.Clients
-	// Without earlier commits, or when the branch moved longer ago than
-	// any client remembers, the current commit is every client's.
-	if c == nil || res.Kind != ref.KindBranch || len(res.Fallback) == 0 || artifact.IsIndex(req.File) ||
-		time.Since(res.Modified) > c.Horizon() {
-		return ""
-	}
-	commit := c.Commit(ctx, req.Client, req.Application(), req.Ref)
-	if commit == "" || commit == res.Commit {
-		return ""
-	}
-	if !slices.Contains(res.Fallback, commit) {
-		c.hitOutOfRange.Inc()
-		return ""
-	}
-	return commit
-}
-
-// Received remembers the commit of an index a client got through a
-// branch.
-func (s *Repositories) Received(ctx context.Context, req Request, res ref.Resolution) {
-	if s.Clients == nil || res.Kind != ref.KindBranch {
-		return
-	}
-	s.Clients.Received(ctx, req.Client, req.Application(), req.Ref, res.Commit)
-}
+// Received remembers nothing: Fallbacks does.
+func (s *Repositories) Received(context.Context, Request, ref.Resolution) {}
 
 // Keys reads app's settings under the storage timeout.
 func (s *Repositories) Keys(ctx context.Context, app artifact.App, _ netip.Addr) (AppSettings, bool, error) {

@@ -35,8 +35,7 @@ func newRepositories(t *testing.T) (*distribution.Repositories, []string) {
 		}
 		commits = append(commits, c)
 	}
-	return &distribution.Repositories{Storage: d, Refs: store,
-		Clients: distribution.NewClientIndexes(distribution.ClientIndexConfig{})}, commits
+	return &distribution.Repositories{Storage: d, Refs: store}, commits
 }
 
 func fetchPackage(t *testing.T, p distribution.Protocol, req distribution.Request) (commit, body string, err error) {
@@ -54,33 +53,28 @@ func fetchPackage(t *testing.T, p distribution.Protocol, req distribution.Reques
 	return pkg.Commit, string(b), err
 }
 
-func TestRepositoriesFallbacks(t *testing.T) {
+// TestRepositoriesOneCommit: Repositories answers from the resolved commit
+// alone, through a branch too (the fallbacks are Fallbacks').
+func TestRepositoriesOneCommit(t *testing.T) {
 	repos, commits := newRepositories(t)
 	old, cur := commits[0], commits[1]
-	client := netip.MustParseAddr("10.0.0.7")
 	req := func(file string) distribution.Request {
-		return distribution.Request{Ref: "main", Org: "acme", App: "hello", Arch: "x86_64", File: file, Client: client}
+		return distribution.Request{Ref: "main", Org: "acme", App: "hello", Arch: "x86_64", File: file,
+			Client: netip.MustParseAddr("10.0.0.7")}
 	}
-	for file, want := range map[string]string{"b.apk": cur + " b2", "a.apk": old + " a1"} {
-		c, body, err := fetchPackage(t, repos, req(file))
-		if err != nil || c+" "+body != want {
-			t.Errorf("%s: %s %q %v, want %s", file, c, body, err, want)
-		}
+	if c, body, err := fetchPackage(t, repos, req("b.apk")); err != nil || c != cur || body != "b2" {
+		t.Errorf("b.apk: %s %q %v, want %s b2", c, body, err, cur)
 	}
-	if _, _, err := fetchPackage(t, repos, req("c.apk")); !storage.IsNotFound(err) {
-		t.Errorf("c.apk: %v, want not found", err)
+	// Only the older commit has a.apk.
+	if _, _, err := fetchPackage(t, repos, req("a.apk")); !storage.IsNotFound(err) {
+		t.Errorf("a.apk through main: %v, want not found", err)
 	}
-
-	// The client last got the older index through main: its packages come
-	// from that commit first; an index always comes from the current one.
-	res := ref.Resolution{Kind: ref.KindBranch, Commit: old}
-	repos.Received(t.Context(), req(artifact.IndexFile), res)
-	if c, body, err := fetchPackage(t, repos, req("b.apk")); err != nil || c != old || body != "b1" {
-		t.Errorf("b.apk for a client of the older index: %s %q %v", c, body, err)
+	res := ref.Resolution{Kind: ref.KindCommit, Commit: old}
+	pkg, err := repos.Package(t.Context(), req("a.apk"), res)
+	if err != nil || pkg.Commit != old {
+		t.Fatalf("a.apk of %s: %+v %v", old, pkg, err)
 	}
-	if c, _, err := fetchPackage(t, repos, req(artifact.IndexFile)); err != nil || c != cur {
-		t.Errorf("index as a package: from %s (%v), want %s", c, err, cur)
-	}
+	pkg.Close()
 	cres, _ := repos.Resolve(t.Context(), req(artifact.IndexFile))
 	idx, err := repos.Index(t.Context(), req(artifact.IndexFile), cres)
 	if err != nil || string(idx.Data) != "index of "+cur || idx.Commit != cur || idx.ETag == "" {

@@ -84,10 +84,10 @@ func newS3Env(t *testing.T, timeout time.Duration, pkgSize int) *s3Env {
 		env.commits = append(env.commits, commit)
 	}
 
-	repos := &distribution.Repositories{
+	repos := &distribution.Fallbacks{Protocol: &distribution.Repositories{
 		Storage: served, Refs: cache.NewRefs(store, cache.RefsConfig{LoadTimeout: timeout}), KeyStore: distribution.NewKeys(direct),
-		Clients: distribution.NewClientIndexes(distribution.ClientIndexConfig{}), Timeout: timeout,
-	}
+		Timeout: timeout,
+	}, Clients: distribution.NewClientIndexes(distribution.ClientIndexConfig{})}
 	h := distribution.New(distribution.Config{
 		Protocol: distribution.NewAccess(cache.NewIndexes(repos, 64<<20, nil), nil, nil),
 		Logger:   slog.New(slog.NewTextHandler(env.logs, nil)), Registerer: env.reg,

@@ -109,11 +109,13 @@ func TestChaosStorage(t *testing.T) {
 		{url: base("main") + "APKINDEX.tar.gz", cached: true},
 		{url: base(b) + "APKINDEX.tar.gz", cached: true},
 		{url: base(a) + "APKINDEX.tar.gz", cached: true},
-		{url: base("main") + "hello-2.0-r0.apk"},
-		{url: base("main") + "hello-1.0-r0.apk"}, // from the branch's previous commit
-		// By its commit, and read once below: from then on in the artifact
-		// cache. Through a branch, a package still asks S3 which commit answers.
+		// Read once below: from then on in the artifact cache, by its
+		// commit and through a branch whose current commit has it alike.
+		{url: base("main") + "hello-2.0-r0.apk", cached: true},
 		{url: base(a) + "hello-1.0-r0.apk", cached: true},
+		// From the branch's previous commit: S3 is asked first whether the
+		// current commit has it.
+		{url: base("main") + "hello-1.0-r0.apk"},
 	}
 	// Each answer once while S3 is up: the bytes to expect, and the
 	// indexes in memory.

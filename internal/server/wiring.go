@@ -192,7 +192,7 @@ func (s *Server) backendConfig(c rollout.Projects) rollout.BackendConfig {
 
 // distribution builds the listener apk talks to: the storage-backed
 // repositories, decorated by the artifact cache (packages on local disk),
-// the index cache and the access checks.
+// the branch fallbacks, the index cache and the access checks.
 func (s *Server) distribution(rc redis.UniversalClient, keys *distribution.Keys, authorizer distribution.Authorizer, reg prometheus.Registerer) (*echo.Echo, error) {
 	cfg := s.cfg
 	e := newEcho(s.log, cfg.AccessLog)
@@ -200,9 +200,7 @@ func (s *Server) distribution(rc redis.UniversalClient, keys *distribution.Keys,
 		Redis: rc, Prefix: cfg.RedisPrefix, Namespace: s.cache.Namespace, TTL: cfg.ClientIndexTTL, RedisTimeout: cfg.RedisTimeout,
 		RefStaleness: cfg.RefCacheTTL, Logger: s.log, Registerer: reg,
 	})
-	storageRepos := &distribution.Repositories{
-		Storage: s.store, Refs: s.cache, KeyStore: keys, Clients: clients, Timeout: cfg.StorageTimeout,
-	}
+	storageRepos := &distribution.Repositories{Storage: s.store, Refs: s.cache, KeyStore: keys, Timeout: cfg.StorageTimeout}
 	var repos distribution.Protocol = storageRepos
 	// Only in front of remote storage: the filesystem's files are already
 	// sent by sendfile.
@@ -216,12 +214,16 @@ func (s *Server) distribution(rc redis.UniversalClient, keys *distribution.Keys,
 			return nil, fmt.Errorf("artifact cache: %w", err)
 		}
 	}
+	// The fallbacks outside the artifact cache: it sees one commit per
+	// request, and answers a hit without asking storage which has it.
+	repos = &distribution.Fallbacks{Protocol: repos, Clients: clients}
 	repos = distribution.NewAccess(cache.NewIndexes(repos, cfg.IndexCacheSize, reg), cfg.AllowCIDR, authorizer)
 	var redirect *distribution.Redirect
 	if s.presigner != nil {
-		// Finds the commit through the undecorated repositories: a
-		// redirected request never reads through (or fills) a cache.
-		redirect = &distribution.Redirect{Packages: storageRepos, Presigner: s.presigner, Expiry: cfg.S3RedirectExpiry, Timeout: cfg.StorageTimeout}
+		// Finds the commit the same way, through the storage repositories:
+		// a redirected request never reads through (or fills) a cache.
+		redirect = &distribution.Redirect{Packages: &distribution.Fallbacks{Protocol: storageRepos, Clients: clients},
+			Presigner: s.presigner, Expiry: cfg.S3RedirectExpiry, Timeout: cfg.StorageTimeout}
 	}
 	dh := distribution.New(distribution.Config{Protocol: repos, MaxRanges: cfg.MaxRanges, Redirect: redirect, Logger: s.log, Registerer: reg})
 	dh.Register(e)
