@@ -120,6 +120,10 @@ func TestValidate(t *testing.T) {
 		{"zero sweep interval", []string{"--sweep-interval", "0s"}, []string{"--sweep-interval"}},
 		{"zero spool max age", []string{"--spool-max-age", "0s"}, []string{"--spool-max-age"}},
 		{"negative multipart max age", []string{"--s3-multipart-max-age", "-1h"}, []string{"--s3-multipart-max-age"}},
+		{"tiny artifact cache", []string{"--artifact-cache-size", "1KiB"}, []string{"--artifact-cache-size must be 0 (off) or at least 1MiB"}},
+		{"short redirect expiry", []string{"--s3-redirect-expiry", "59s"}, []string{"--s3-redirect-expiry must be from 1m to 1h"}},
+		{"long redirect expiry", []string{"--s3-redirect-expiry", "61m"}, []string{"--s3-redirect-expiry must be from 1m to 1h"}},
+		{"redirect without s3", []string{"--s3-redirect"}, []string{"--s3-redirect needs --storage s3"}},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
@@ -171,6 +175,9 @@ func TestValidate(t *testing.T) {
 		{"--log-level", "WARN"},
 		{"--index-cache-size", "1MiB", "--max-upload-size", "1KiB", "--retention", "1000"},
 		{"--publish-grace", "1s", "--sweep-interval", "100ms", "--spool-max-age", "1s", "--s3-multipart-max-age", "1s"},
+		{"--artifact-cache-size", "0", "--s3-redirect-expiry", "1m"},
+		{"--artifact-cache-size", "1MiB", "--s3-redirect-expiry", "1h"},
+		{"--storage", "s3", "--s3-endpoint", "127.0.0.1:9000", "--s3-bucket", "b", "--s3-redirect"},
 	}
 	for _, args := range good {
 		cfg, level, format, err := parseServe(t, args...)
@@ -179,6 +186,19 @@ func TestValidate(t *testing.T) {
 		}
 		if err := validate(&cfg, level, format); err != nil {
 			t.Errorf("%q does not validate: %v", args, err)
+		}
+	}
+
+	// Values no flag can hold are refused when parsed.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--artifact-cache-size", "-1GiB"}, `invalid value "-1GiB" for flag -artifact-cache-size: not a size (e.g. 256MiB): "-1GiB"`},
+		{[]string{"--artifact-cache-size", "lots"}, `invalid value "lots" for flag -artifact-cache-size: not a size (e.g. 256MiB): "lots"`},
+	} {
+		if _, _, _, err := parseServe(t, c.args...); err == nil || err.Error() != c.want {
+			t.Errorf("%q: %v, want %s", c.args, err, c.want)
 		}
 	}
 }
