@@ -23,10 +23,10 @@ const DefaultRedirectExpiry = 5 * time.Minute
 // handler (they are small and cached in memory).
 type Redirect struct {
 	// Packages finds the commit whose file answers, with the client-index
-	// and branch fallbacks: the storage-backed Repositories, undecorated,
-	// so that no cache in front of storage (the local artifact cache)
-	// reads or fills for a request that is redirected. Only its Package
-	// is called, and the object it opens is never read.
+	// and branch fallbacks: Fallbacks over the storage-backed
+	// Repositories, with no cache under it, so that the local artifact
+	// cache neither reads nor fills for a request that is redirected. Only
+	// its Package is called, and the object it opens is never read.
 	Packages interface {
 		Package(ctx context.Context, req Request, res ref.Resolution) (*Package, error)
 	}
@@ -44,7 +44,7 @@ type Redirect struct {
 var hdrNoStore = []string{"no-store"}
 
 // redirect answers a package request with 302 Found to a presigned URL
-// of the object of the commit that answers (see Repositories.Package),
+// of the object of the commit that answers (see Fallbacks.Package),
 // GET and HEAD alike. Access was checked before (Admit, Resolve). The
 // answer carries X-Uplink-Commit and Cache-Control: no-store (the URL
 // expires), and no body.
