@@ -34,10 +34,11 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/uplink ./cmd/uplink
 
 # Side by side with nginx and versitygw under wrk; writes BENCHMARKS.md.
-# QUICK=1 runs a smaller version. Not part of `make test`.
+# QUICK=1 runs a smaller version, ARGS='-only cold,redirect -duration 2s'
+# only the steps named (go run ./internal/bench -h). Not part of `make test`.
 bench:
 	./scripts/install-bench-deps.sh
-	$(GO) run ./internal/bench $(if $(QUICK),-quick)
+	$(GO) run ./internal/bench $(if $(QUICK),-quick) $(ARGS)
 
 # The console's screenshots in docs/screenshots, taken in chromium from a
 # running uplink (no instance backend) that the program seeds itself.

@@ -1,7 +1,8 @@
 // Command bench measures uplink side by side with nginx (files from disk)
 // and versitygw (S3 objects), with identical wrk loads on loopback, and
 // writes the table to BENCHMARKS.md. `make bench` installs what it needs
-// and runs it; `make bench QUICK=1` runs a smaller version.
+// and runs it; `make bench QUICK=1` runs a smaller version, and
+// `make bench ARGS='-only cold,redirect'` only the steps named.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +37,11 @@ type plan struct {
 	scale        scale
 	indexSize    int
 	packageSize  int
+	// The package set of the cold and redirect scenarios: setFiles
+	// distinct packages of setSize bytes, fetched setRounds times by
+	// setConns workers.
+	setFiles, setSize, setRounds int
+	setConns                     []int
 }
 
 var plans = map[bool]plan{
@@ -45,6 +52,7 @@ var plans = map[bool]plan{
 		downloads: 1024, memDuration: 10 * time.Second, herd: 1000,
 		scale:     scale{builds: 10000, apps: 500, branches: 2000},
 		indexSize: 1 << 20, packageSize: 20 << 20,
+		setFiles: 24, setSize: 8 << 20, setRounds: 6, setConns: []int{4, 16},
 	},
 	true: {
 		name:       "quick",
@@ -53,17 +61,35 @@ var plans = map[bool]plan{
 		downloads: 1024, memDuration: 3 * time.Second, herd: 1000,
 		scale:     scale{builds: 500, apps: 50, branches: 200},
 		indexSize: 1 << 20, packageSize: 20 << 20,
+		setFiles: 12, setSize: 8 << 20, setRounds: 2, setConns: []int{4, 16},
 	},
 }
 
+// steps are the parts of a run that -only can choose, in run order.
+var steps = []string{"index", "package", "memory", "herd", "scale", "cold", "redirect"}
+
 func main() {
 	quick := flag.Bool("quick", false, "a smaller run (about 2 minutes)")
-	report := flag.String("report", "BENCHMARKS.md", "where to write the report, relative to the module root")
+	report := flag.String("report", "BENCHMARKS.md", "where to write the report, relative to the module root; a run with -only writes none unless set")
 	out := flag.String("out", "internal/bench/out", "where to save pprof profiles, relative to the module root")
+	only := flag.String("only", "", "run only these comma-separated steps, of "+strings.Join(steps, ","))
+	duration := flag.Duration("duration", 0, "each wrk load's duration, instead of the plan's (whole seconds)")
 	flag.Parse()
+	p := plans[*quick]
+	if *duration > 0 {
+		p.duration, p.memDuration = *duration, *duration
+	}
+	chosen, err := chooseSteps(*only)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if *only != "" && !flagSet("report") {
+		*report = "" // a partial run must not replace the full report
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	text, err := run(ctx, plans[*quick], *report, *out)
+	text, err := run(ctx, p, chosen, *report, *out)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -71,10 +97,35 @@ func main() {
 	fmt.Print(text)
 }
 
+// chooseSteps parses -only; empty means every step.
+func chooseSteps(only string) (map[string]bool, error) {
+	chosen := map[string]bool{}
+	if only == "" {
+		for _, s := range steps {
+			chosen[s] = true
+		}
+		return chosen, nil
+	}
+	for s := range strings.SplitSeq(only, ",") {
+		if !slices.Contains(steps, s) {
+			return nil, fmt.Errorf("-only: no step %q (steps: %s)", s, strings.Join(steps, ","))
+		}
+		chosen[s] = true
+	}
+	return chosen, nil
+}
+
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // bench is one run's state.
 type bench struct {
 	plan   plan
-	root   string // the module root
+	steps  map[string]bool // what this run measures
+	root   string          // the module root
 	tmp    string
 	outDir string
 	tools  tools
@@ -89,15 +140,17 @@ type bench struct {
 	data                           *dataset
 	fsDir                          string // uplink-fs's data dir; nginx serves its storage/
 	fsLargeDir                     string // uplink-fs's on the large data set
+	set                            *packageSet
 }
 
 // run measures everything, stops every process it started, writes the
 // report and returns what to print.
-func run(ctx context.Context, p plan, reportPath, outDir string) (string, error) {
+func run(ctx context.Context, p plan, chosen map[string]bool, reportPath, outDir string) (string, error) {
 	b, err := newBench(p, outDir)
 	if err != nil {
 		return "", err
 	}
+	b.steps = chosen
 	defer b.close()
 	if err := b.setup(ctx); err != nil {
 		return "", err
@@ -108,10 +161,10 @@ func run(ctx context.Context, p plan, reportPath, outDir string) (string, error)
 	}
 	res.elapsed = time.Since(b.began)
 	text := b.render(ctx, res)
-	if err := os.WriteFile(b.path(reportPath), []byte(text.markdown), 0o644); err != nil {
-		return "", err
+	if reportPath == "" {
+		return text.stdout, nil
 	}
-	return text.stdout, nil
+	return text.stdout, os.WriteFile(b.path(reportPath), []byte(text.markdown), 0o644)
 }
 
 func newBench(p plan, outDir string) (*bench, error) {
@@ -247,7 +300,6 @@ func (b *bench) mkdir(name string) string {
 	return p
 }
 
-// logf reports progress on stderr, stamped with the time since start.
 func (b *bench) tempDir(prefix string) string {
 	p, err := os.MkdirTemp(b.tmp, prefix)
 	if err != nil {
@@ -256,6 +308,7 @@ func (b *bench) tempDir(prefix string) string {
 	return p
 }
 
+// logf reports progress on stderr, stamped with the time since start.
 func (b *bench) logf(format string, args ...any) {
 	d := time.Since(b.began).Truncate(time.Second)
 	fmt.Fprintf(os.Stderr, "[%02d:%02d] "+format+"\n", append([]any{int(d.Minutes()), int(d.Seconds()) % 60}, args...)...)

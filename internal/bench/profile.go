@@ -36,7 +36,7 @@ func (b *bench) profiles(ctx context.Context, sc scenario, cs []contender) error
 func (b *bench) profile(ctx context.Context, sc scenario, c contender) error {
 	run := b.run(c.url, b.plan.profileConns, b.plan.duration)
 	seconds := max(1, int(run.d.Seconds())-1)
-	prefix := filepath.Join(b.outDir, strings.ReplaceAll(sc.name, " ", "")+"-"+c.name)
+	prefix := filepath.Join(b.outDir, slug(sc.name)+"-"+slug(c.name))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		_, err := b.wrk(gctx, run)
@@ -68,4 +68,13 @@ func (b *bench) save(ctx context.Context, url, path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// slug is name in a file name: "uplink-s3 (warm cache)" is
+// "uplink-s3-warm-cache".
+func slug(name string) string {
+	f := strings.FieldsFunc(name, func(r rune) bool {
+		return !(r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+	})
+	return strings.Join(f, "-")
 }

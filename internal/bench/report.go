@@ -37,6 +37,9 @@ func (b *bench) intro(res *results) string {
 	if p.name == "quick" {
 		cmd = "make bench QUICK=1"
 	}
+	if len(b.steps) < len(steps) {
+		cmd += " ARGS='-only " + strings.Join(b.stepNames(), ",") + "'"
+	}
 	return fmt.Sprintf("`%s` (%s run) on %s, finished in %v. Every contender gets the same load: "+
 		"wrk with %d threads and keep-alive connections on loopback, for %v per connection count after a %v warm-up, "+
 		"--timeout %v. The index is a %s-byte signed APKINDEX.tar.gz fetched through the branch `main`; "+
@@ -47,14 +50,25 @@ func (b *bench) intro(res *results) string {
 		wrkThreads, p.duration, p.warmup, p.timeout, comma(len(b.data.index)), humanize.Comma(b.data.pkgSize))
 }
 
+// stepNames lists the steps the run measured, in run order.
+func (b *bench) stepNames() []string {
+	var out []string
+	for _, s := range steps {
+		if b.steps[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 func (b *bench) table(rows []row) string {
 	var t strings.Builder
-	t.WriteString("| scenario | contender | conns | req/s | MB/s | p50 | p99 | errors | server CPU | wrk CPU | other CPU | uplink peak RSS MB | ratio (vs) |\n")
+	t.WriteString("| scenario | contender | conns | req/s | MB/s | p50 | p99 | errors | server CPU | client CPU | other CPU | uplink peak RSS MB | ratio (vs) |\n")
 	t.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, r := range rows {
 		fmt.Fprintf(&t, "| %s | %s | %d | %.0f | %.1f | %s | %s | %d | %s | %.2f | %.2f | %s | %s |\n",
 			r.scenario, r.contender, r.conns, r.rps(), r.mbps(), ms(r, r.p50), ms(r, r.p99), r.errors,
-			serverCPU(r), r.wrkCPU, r.otherCPU, rss(r), ratio(r))
+			serverCPU(r), r.clientCPU, r.otherCPU, rss(r), ratio(r))
 	}
 	return t.String()
 }
@@ -88,26 +102,99 @@ func ratio(r row) string {
 	return fmt.Sprintf("%.2f (%s)", r.ratio, r.vs)
 }
 
-// notes explains the table's columns and adds the herd and scale results.
+// notes explains the table's columns, then each scenario the run
+// measured, and adds the herd and scale results.
 func (b *bench) notes(res *results) string {
-	return fmt.Sprintf("Contenders of a scenario run side by side, idle but for their turn: each is loaded at one "+
+	paras := []string{fmt.Sprintf("Contenders of a scenario run side by side, idle but for their turn: each is loaded at one "+
 		"connection count before any moves on to the next, so compared rows are measured seconds apart. "+
 		"Ratio: requests/s (index) or MB/s (package) over the named contender's at the same connection count. "+
 		"Packages compare MB/s because few 20 MB responses complete in a run: MB/s counts the partial ones too, "+
 		"requests/s rounds them away. "+
 		"CPU: cores kept busy during the run by the server (nginx: master and workers; uplink-s3: uplink + the versitygw "+
-		"it reads from), by wrk, and by everything else (the kernel's own threads, other processes, hypervisor steal); "+
+		"it reads from), by the client (wrk, or the harness's Go client in the package set rows), and by everything else "+
+		"(the kernel's own threads, other processes, hypervisor steal); "+
 		"the machine has %d: a row with much other CPU was disturbed. "+
-		"Peak RSS: uplink's VmHWM since its start, read after the row's run; each uplink starts fresh for each scenario. "+
-		"The scale scenarios compare each uplink on the one-app data set with the same uplink on a store holding also "+
-		"%s builds across %s apps and %s branches (and the measured app's main). "+
-		"The %s rows are %s concurrent downloads for %v: few finish, MB/s and RSS are the measures.\n\n"+
-		"Cold herd: %s concurrent first requests for an index no cache held (a fresh uplink-s3 with Redis), "+
-		"answered %s, caused %d storage reads (uplink_storage_requests_total, op open+stat+list).\n\n"+
-		"Scale, large over one-app data set, best vs best: %s.\n",
-		runtime.NumCPU(), comma(b.plan.scale.builds), comma(b.plan.scale.apps), comma(b.plan.scale.branches),
-		memoryRun, comma(b.plan.downloads), b.plan.memDuration,
-		comma(b.plan.herd), statuses(res.herdCodes), res.herdReads, strings.Join(b.scaleRatios(res.rows), ", "))
+		"Peak RSS: uplink's VmHWM since its start, read after the row's run; each uplink starts fresh for each scenario.",
+		runtime.NumCPU())}
+	if b.steps["package"] || b.steps["memory"] || b.steps["scale"] {
+		paras = append(paras, "Warm cache: every uplink-s3 of the package rows (but the package set's) downloads the package "+
+			"once before its runs and waits until its artifact cache has filled it (uplink_artifact_cache_fills_total), "+
+			"so its runs read the local file, not S3. "+b.hitRatios(res.rows))
+	}
+	if b.steps["memory"] {
+		paras = append(paras, fmt.Sprintf("The %s rows are %s concurrent downloads for %v: few finish, MB/s and RSS are the measures.",
+			memoryRun, comma(b.plan.downloads), b.plan.memDuration))
+	}
+	if b.steps["cold"] || b.steps["redirect"] {
+		paras = append(paras, b.setNotes(res.rows))
+	}
+	if b.steps["herd"] {
+		paras = append(paras, fmt.Sprintf("Cold herd: %s concurrent first requests for an index no cache held (a fresh uplink-s3 with Redis), "+
+			"answered %s, caused %d storage reads (uplink_storage_requests_total, op open+stat+list).",
+			comma(b.plan.herd), statuses(res.herdCodes), res.herdReads))
+	}
+	if b.steps["scale"] {
+		paras = append(paras, fmt.Sprintf("Scale: each uplink on the one-app data set against the same uplink on a store holding also "+
+			"%s builds across %s apps and %s branches (and the measured app's main); large over one-app data set, best vs best: %s.",
+			comma(b.plan.scale.builds), comma(b.plan.scale.apps), comma(b.plan.scale.branches), strings.Join(b.scaleRatios(res.rows), ", ")))
+	}
+	return strings.Join(paras, "\n\n") + "\n"
+}
+
+// hitRatios reports the artifact cache's hit ratio of each warm uplink-s3
+// row.
+func (b *bench) hitRatios(rows []row) string {
+	var out []string
+	for _, r := range rows {
+		if hr, ok := r.counts.hitRatio(); ok && r.scenario != coldRun {
+			out = append(out, fmt.Sprintf("%s, %s at %d connections: %.1f%% (%.0f hits, %.0f misses)",
+				r.scenario, r.contender, r.conns, 100*hr, r.counts.hits, r.counts.misses))
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "Hit ratio, hits/(hits+misses) of uplink_artifact_cache_{hits,misses}_total scraped before and after each run: " +
+		strings.Join(out, "; ") + "."
+}
+
+// setNotes explains the package set's scenarios and what uplink counted
+// during them.
+func (b *bench) setNotes(rows []row) string {
+	p := b.plan
+	text := fmt.Sprintf("Package set: %d distinct packages of %s random bytes in the measured commit, each downloaded once per round "+
+		"by the harness's Go client with as many workers as the row's conns, through the branch main (versitygw: by key). "+
+		"A row is %d rounds, each against an uplink started afresh; bodies are read into memory and their SHA-256 checked "+
+		"after the clock stops. MB/s is every body byte over the rounds' summed wall time; p50 and p99 are those of the "+
+		"single downloads; CPU is averaged over the rounds.",
+		p.setFiles, humanize.Comma(int64(p.setSize)), p.setRounds)
+	if b.steps["cold"] {
+		text += " Cold cache: each " + uplinkS3Cold + " row is a fresh uplink-s3 whose artifact cache is empty at its start " +
+			"(uplink_artifact_cache_bytes 0), so every download is a first read from S3, streamed to the client as it fills the cache; " +
+			"its cache counted " + perRow(rows, coldRun, uplinkS3Cold, func(c *counts) string {
+			return fmt.Sprintf("%.0f misses, %.0f hits and %.0f fills", c.misses, c.hits, c.fills)
+		}) + "."
+	}
+	if b.steps["redirect"] {
+		text += " Redirect: " + uplinkS3Redirect + " is uplink-s3 with --s3-redirect, whose answer to each download is a 302 " +
+			"to a presigned versitygw URL that the client follows, so the bytes go from versitygw to the client; uplink answered " +
+			perRow(rows, redirectRun, uplinkS3Redirect, func(c *counts) string {
+				return fmt.Sprintf("%.0f × 302 and sent %s package body bytes (uplink_distribution_bytes_total{file=\"package\"})",
+					c.redirects, humanize.Comma(int64(c.packageBytes)))
+			}) + "."
+	}
+	return text
+}
+
+// perRow describes what uplink counted in each row of a contender.
+func perRow(rows []row, scenario, contender string, describe func(*counts) string) string {
+	var out []string
+	for _, r := range rows {
+		if r.scenario == scenario && r.contender == contender && r.counts != nil {
+			out = append(out, fmt.Sprintf("%s at %d connections", describe(r.counts), r.conns))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 func comma(n int) string { return humanize.Comma(int64(n)) }
@@ -164,27 +251,46 @@ func (b *bench) ratioNotes() string {
 	return "Uplink over the baseline measured in the same run, each at its best connection count (best vs best): " +
 		"requests/s for the index, MB/s for the package (the same quantity for 20 MB bodies, without rounding away " +
 		"unfinished responses). index_vs_nginx: the lower of uplink-fs and uplink-s3 against nginx; package_vs_nginx: " +
-		"uplink-fs against nginx; package_s3_vs_direct: uplink-s3 against an anonymous GET straight from versitygw; " +
+		"uplink-fs against nginx; package_s3_vs_direct: uplink-s3 on a warm artifact cache against an anonymous GET " +
+		"straight from versitygw; package_s3_cold_vs_direct: the package set's first downloads through uplink-s3 with an " +
+		"empty artifact cache against the same downloads from versitygw; package_s3_redirect_vs_direct: the package set " +
+		"through uplink-s3 --s3-redirect (302, then versitygw) against versitygw alone; " +
 		"herd_reads: storage reads caused by the cold herd; rss_mb: the higher peak RSS of uplink-fs and uplink-s3 " +
-		"during the concurrent package downloads."
+		"during the concurrent package downloads. A run with -only has the keys of its steps alone."
 }
 
+// ratioLine is the run's summary, one key=value per target, for the
+// steps the run measured.
 func (b *bench) ratioLine(res *results) string {
-	idx, pkg := b.plan.indexConns, b.plan.packageConns
+	rows, idx, pkg, set := res.rows, b.plan.indexConns, b.plan.packageConns, b.plan.setConns
 	rps, mbps := requestsPerSecond, megabytesPerSecond
-	uplinkIndex := math.Min(best(res.rows, "index", uplinkFS, idx, rps), best(res.rows, "index", uplinkS3, idx, rps))
-	index := uplinkIndex / best(res.rows, "index", nginx, idx, rps)
-	pkgNginx := best(res.rows, "package", uplinkFS, pkg, mbps) / best(res.rows, "package", nginx, pkg, mbps)
-	pkgS3 := best(res.rows, "package", uplinkS3, pkg, mbps) / best(res.rows, "package", direct, pkg, mbps)
+	vs := func(scenario, contender, base string, conns []int, m metric) float64 {
+		return best(rows, scenario, contender, conns, m) / best(rows, scenario, base, conns, m)
+	}
+	var out []string
+	add := func(step, key string, v string) {
+		if b.steps[step] {
+			out = append(out, key+"="+v)
+		}
+	}
+	uplinkIndex := math.Min(best(rows, "index", uplinkFS, idx, rps), best(rows, "index", uplinkS3, idx, rps))
+	add("index", "index_vs_nginx", twoPlaces(uplinkIndex/best(rows, "index", nginx, idx, rps)))
+	add("package", "package_vs_nginx", twoPlaces(vs("package", uplinkFS, nginx, pkg, mbps)))
+	add("package", "package_s3_vs_direct", twoPlaces(vs("package", uplinkS3Warm, direct, pkg, mbps)))
+	add("cold", "package_s3_cold_vs_direct", twoPlaces(vs(coldRun, uplinkS3Cold, direct, set, mbps)))
+	add("redirect", "package_s3_redirect_vs_direct", twoPlaces(vs(redirectRun, uplinkS3Redirect, direct, set, mbps)))
+	add("herd", "herd_reads", fmt.Sprint(res.herdReads))
 	peak := 0.0
-	for _, r := range res.rows {
+	for _, r := range rows {
 		if r.scenario == memoryRun {
 			peak = math.Max(peak, r.rssMB)
 		}
 	}
-	return fmt.Sprintf("index_vs_nginx=%.2f package_vs_nginx=%.2f package_s3_vs_direct=%.2f herd_reads=%d rss_mb=%.0f",
-		index, pkgNginx, pkgS3, res.herdReads, peak)
+	add("memory", "rss_mb", fmt.Sprintf("%.0f", peak))
+	return strings.Join(out, " ")
 }
+
+func twoPlaces(v float64) string { return fmt.Sprintf("%.2f", v) }
 
 type keyValue struct{ key, value string }
 

@@ -25,6 +25,10 @@ const (
 	direct   = "versitygw"
 	uplinkFS = "uplink-fs"
 	uplinkS3 = "uplink-s3"
+	// uplink-s3 on an artifact cache that holds the package before the
+	// run, and on one that is empty at its start.
+	uplinkS3Warm = "uplink-s3 (warm cache)"
+	uplinkS3Cold = "uplink-s3 (cold cache)"
 )
 
 // memoryRun names the memory scenario.
@@ -42,6 +46,45 @@ type row struct {
 	rssMB      float64 // uplink's peak RSS so far; 0 for other contenders
 	vs         string  // what ratio compares with
 	ratio      float64 // the scenario's metric over vs's at the same connection count
+	counts     *counts // what uplink's /metrics counted during the run; nil for other contenders
+}
+
+// counts are the increase of uplink's counters during one row's run.
+type counts struct {
+	hits, misses, fills float64 // the artifact cache's
+	packageBytes        float64 // package body bytes uplink sent
+	redirects           float64 // package requests answered 302
+}
+
+// countsOf is what happened between two scrapes of uplink's /metrics.
+func countsOf(before, after samples) *counts {
+	delta := func(name string, labels ...string) float64 {
+		return after.sum(name, labels...) - before.sum(name, labels...)
+	}
+	return &counts{
+		hits:         delta("uplink_artifact_cache_hits_total"),
+		misses:       delta("uplink_artifact_cache_misses_total"),
+		fills:        delta("uplink_artifact_cache_fills_total"),
+		packageBytes: delta("uplink_distribution_bytes_total", `file="package"`),
+		redirects:    delta("uplink_distribution_requests_total", `file="package"`, `code="302"`),
+	}
+}
+
+// String is what the progress log shows of c.
+func (c *counts) String() string {
+	if c == nil {
+		return ""
+	}
+	return fmt.Sprintf("  cache hits %.0f misses %.0f fills %.0f, package bytes %s, 302s %.0f",
+		c.hits, c.misses, c.fills, humanize.Comma(int64(c.packageBytes)), c.redirects)
+}
+
+// hitRatio is hits/(hits+misses), and false without either.
+func (c *counts) hitRatio() (float64, bool) {
+	if c == nil || c.hits+c.misses == 0 {
+		return 0, false
+	}
+	return c.hits / (c.hits + c.misses), true
 }
 
 // metric is what ratios compare: requests/s, or MB/s for packages, of
@@ -77,6 +120,9 @@ type scenario struct {
 	contenders []spec
 	metric     metric
 	profile    bool
+	// warm fills uplink-s3's artifact cache with the file before the
+	// runs (packages; the cache holds no index).
+	warm bool
 	// base names, per contender, the contender its ratio compares with.
 	base map[string]string
 }
@@ -94,36 +140,50 @@ func (b *bench) measureAll(ctx context.Context) (*results, error) {
 		return nil, err
 	}
 	res := &results{}
+	add := func(rows []row, err error) error {
+		res.rows = append(res.rows, rows...)
+		return err
+	}
+	run := map[string]func() error{
+		"memory": func() error { return add(b.memory(ctx)) },
+		"herd": func() (err error) {
+			res.herdReads, res.herdCodes, err = b.herd(ctx)
+			return err
+		},
+		"scale":    func() error { return b.scale(ctx, add) },
+		"cold":     func() error { return add(b.cold(ctx)) },
+		"redirect": func() error { return add(b.redirect(ctx)) },
+	}
 	for _, sc := range b.scenarios() {
-		rows, err := b.runScenario(ctx, sc)
-		if err != nil {
+		run[sc.name] = func() error { return add(b.runScenario(ctx, sc)) }
+	}
+	for _, step := range steps {
+		if !b.steps[step] {
+			continue
+		}
+		if err := run[step](); err != nil {
 			return nil, err
 		}
-		res.rows = append(res.rows, rows...)
-	}
-	mem, err := b.memory(ctx)
-	if err != nil {
-		return nil, err
-	}
-	res.rows = append(res.rows, mem...)
-	if res.herdReads, res.herdCodes, err = b.herd(ctx); err != nil {
-		return nil, err
-	}
-	if err := b.populateLarge(ctx); err != nil {
-		return nil, err
-	}
-	for _, sc := range b.scaleScenarios() {
-		rows, err := b.runScenario(ctx, sc)
-		if err != nil {
-			return nil, err
-		}
-		res.rows = append(res.rows, rows...)
 	}
 	return res, nil
 }
 
+// scale measures the scale scenarios, on the large data set it builds.
+func (b *bench) scale(ctx context.Context, add func([]row, error) error) error {
+	if err := b.populateLarge(ctx); err != nil {
+		return err
+	}
+	for _, sc := range b.scaleScenarios() {
+		if err := add(b.runScenario(ctx, sc)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // prepare writes the repository into uplink-fs's store and the bucket
-// and publishes it, as CI that uploads to S3 itself does, then starts
+// and publishes it, as CI that uploads to S3 itself does, adds the
+// package set to the bucket's commit when a step needs it, then starts
 // nginx on the files uplink-fs stored. Not through the admin API: the
 // index's filler entries name packages that do not exist, which a
 // publish through the API refuses (422 incomplete).
@@ -139,6 +199,11 @@ func (b *bench) prepare(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.steps["cold"] || b.steps["redirect"] {
+		if b.set, err = b.storeSet(ctx, stores[1]); err != nil {
+			return err
+		}
+	}
 	return b.startNginx(ctx, filepath.Join(b.fsDir, "storage"))
 }
 
@@ -150,10 +215,12 @@ func (b *bench) scenarios() []scenario {
 		base: map[string]string{uplinkFS: nginx, uplinkS3: nginx},
 	}, {
 		name: "package", file: b.data.pkgFile, sum: b.data.pkgSum, conns: p.packageConns,
-		contenders: []spec{one(nginx), one(uplinkFS), one(direct), one(uplinkS3)}, metric: megabytesPerSecond, profile: true,
-		base: map[string]string{uplinkFS: nginx, uplinkS3: direct},
+		contenders: []spec{one(nginx), one(uplinkFS), one(direct), warm()}, metric: megabytesPerSecond, profile: true,
+		base: map[string]string{uplinkFS: nginx, uplinkS3Warm: direct}, warm: true,
 	}}
 }
+
+func warm() spec { return spec{name: uplinkS3Warm, kind: uplinkS3} }
 
 // scaleScenarios are the uplink contenders of scenarios() on the one-app
 // data set and on the large one, each compared with itself.
@@ -188,22 +255,27 @@ func intersect(a, b []int) []int {
 // contender is one server ready to be measured.
 type contender struct {
 	name    string
-	url     string
+	kind    string
+	url     string // of the scenario's file
+	dir     string // of the repository: dir+file is a file's URL
 	proc    *proc
 	backend *proc   // the S3 server behind uplink-s3
+	ownDir  string  // uplink-s3's data dir, its alone (the artifact cache is under it)
 	up      *uplink // nil unless uplink
 }
 
 func (b *bench) contender(ctx context.Context, s spec, file string, extra ...string) (contender, error) {
-	key := artifact.Key(b.data.app, b.data.commit, arch, file)
-	c := contender{name: s.name}
+	key := artifact.Key(b.data.app, b.data.commit, arch, "")
+	c := contender{name: s.name, kind: s.kind}
 	var st store
 	switch s.kind {
 	case nginx:
-		c.url, c.proc = b.nginxURL+"/"+key, b.nginx
+		c.dir, c.proc = b.nginxURL+"/"+key, b.nginx
+		c.url = c.dir + file
 		return c, nil
 	case direct:
-		c.url, c.proc = "http://"+b.s3Endpoint+"/"+s3Bucket+"/"+key, b.s3
+		c.dir, c.proc = "http://"+b.s3Endpoint+"/"+s3Bucket+"/"+key, b.s3
+		c.url = c.dir + file
 		return c, nil
 	case uplinkFS:
 		st.dir = b.fsDir
@@ -212,6 +284,7 @@ func (b *bench) contender(ctx context.Context, s spec, file string, extra ...str
 		}
 	case uplinkS3:
 		st.dir, st.bucket, c.backend = b.tempDir("uplink-s3-"), s3Bucket, b.s3
+		c.ownDir = st.dir
 		if s.large {
 			st.bucket = s3Large
 		}
@@ -220,8 +293,8 @@ func (b *bench) contender(ctx context.Context, s spec, file string, extra ...str
 	if err != nil {
 		return contender{}, err
 	}
-	c.url = distribution.RepositoryURL(u.url, "main", b.data.app.String()) + "/" + arch + "/" + file
-	c.proc, c.up = u.proc, u
+	c.dir = distribution.RepositoryURL(u.url, "main", b.data.app.String()) + "/" + arch + "/"
+	c.url, c.proc, c.up = c.dir+file, u.proc, u
 	return c, nil
 }
 
@@ -272,6 +345,11 @@ func (b *bench) startContenders(ctx context.Context, sc scenario) ([]contender, 
 		if err := verify(ctx, c.url, sc.sum); err != nil {
 			return cs, err
 		}
+		if sc.warm {
+			if _, err := b.waitCached(ctx, c, 1); err != nil {
+				return cs, err
+			}
+		}
 		if _, err := b.wrk(ctx, b.run(c.url, sc.conns[0], b.plan.warmup)); err != nil {
 			return cs, err
 		}
@@ -281,21 +359,72 @@ func (b *bench) startContenders(ctx context.Context, sc scenario) ([]contender, 
 
 // load runs wrk on c and records what it cost c.
 func (b *bench) load(ctx context.Context, c contender, run wrkRun) (row, error) {
+	r, err := b.measure(ctx, c, run.conns, func() (load, error) { return b.wrk(ctx, run) })
+	if err == nil {
+		b.logRow(r)
+	}
+	return r, err
+}
+
+// measure runs one load on c with conns clients and records what it
+// cost c, and what uplink counted.
+func (b *bench) measure(ctx context.Context, c contender, conns int, run func() (load, error)) (row, error) {
+	var before samples
+	if c.up != nil {
+		var err error
+		if before, err = b.scrape(ctx, c.up); err != nil {
+			return row{}, err
+		}
+	}
 	server, backend, machine := cpuSeconds(c.proc), cpuSeconds(c.backend), machineBusy()
-	l, err := b.wrk(ctx, run)
+	l, err := run()
 	if err != nil {
 		return row{}, err
 	}
-	r := row{contender: c.name, conns: run.conns, load: l, viaS3: c.backend != nil}
+	r := row{contender: c.name, conns: conns, load: l, viaS3: c.backend != nil}
 	secs := l.elapsed.Seconds()
 	r.serverCPU = (cpuSeconds(c.proc) - server) / secs
 	r.backendCPU = (cpuSeconds(c.backend) - backend) / secs
-	r.otherCPU = max(0, (machineBusy()-machine)/secs-r.serverCPU-r.backendCPU-r.wrkCPU)
+	r.otherCPU = max(0, (machineBusy()-machine)/secs-r.serverCPU-r.backendCPU-r.clientCPU)
 	if c.up != nil {
-		r.rssMB, err = peakRSS(c.proc.pid())
+		if r.rssMB, err = peakRSS(c.proc.pid()); err != nil {
+			return r, err
+		}
+		after, err := b.scrape(ctx, c.up)
+		if err != nil {
+			return r, err
+		}
+		r.counts = countsOf(before, after)
 	}
-	b.logRow(r)
-	return r, err
+	return r, nil
+}
+
+// waitCached waits until uplink-s3's artifact cache has filled files
+// files since uplink started, and returns how many it filled. A fill is
+// renamed into place after the request that started it was answered.
+func (b *bench) waitCached(ctx context.Context, c contender, files int) (float64, error) {
+	if c.kind != uplinkS3 {
+		return 0, nil
+	}
+	const bound = 10 * time.Second
+	for deadline := time.Now().Add(bound); ; {
+		m, err := b.scrape(ctx, c.up)
+		if err != nil {
+			return 0, err
+		}
+		filled := m.sum("uplink_artifact_cache_fills_total")
+		if filled >= float64(files) {
+			return filled, nil
+		}
+		if time.Now().After(deadline) {
+			return filled, fmt.Errorf("%s: the artifact cache filled %.0f of %d files within %v", c.name, filled, files, bound)
+		}
+		select {
+		case <-ctx.Done():
+			return filled, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (b *bench) run(url string, conns int, d time.Duration) wrkRun {
@@ -303,9 +432,9 @@ func (b *bench) run(url string, conns int, d time.Duration) wrkRun {
 }
 
 func (b *bench) logRow(r row) {
-	b.logf("  %-22s c=%-5d %6.0f req/s %7.1f MB/s  p50 %-9v p99 %-9v errors %d  cpu server %s wrk %.2f other %.2f  rss %.0f MB",
+	b.logf("  %-22s c=%-5d %6.0f req/s %7.1f MB/s  p50 %-9v p99 %-9v errors %d  cpu server %s client %.2f other %.2f  rss %.0f MB%s",
 		r.contender, r.conns, r.rps(), r.mbps(), r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond),
-		r.errors, serverCPU(r), r.wrkCPU, r.otherCPU, r.rssMB)
+		r.errors, serverCPU(r), r.clientCPU, r.otherCPU, r.rssMB, r.counts)
 }
 
 // verify fetches url once and checks the body's SHA-256: every
@@ -359,15 +488,15 @@ func find(rows []row, contender string, conns int) *row {
 func (b *bench) memory(ctx context.Context) ([]row, error) {
 	b.logf("%s:", memoryRun)
 	var rows []row
-	for _, kind := range []string{uplinkFS, uplinkS3} {
-		c, err := b.contender(ctx, one(kind), b.data.pkgFile)
+	for _, s := range []spec{one(uplinkFS), warm()} {
+		c, err := b.contender(ctx, s, b.data.pkgFile)
 		if err != nil {
 			return nil, err
 		}
 		r, err := b.download(ctx, c)
 		b.stopContenders([]contender{c})
 		if err != nil {
-			return nil, fmt.Errorf("memory, %s: %w", kind, err)
+			return nil, fmt.Errorf("memory, %s: %w", s.name, err)
 		}
 		rows = append(rows, r)
 	}
@@ -377,6 +506,9 @@ func (b *bench) memory(ctx context.Context) ([]row, error) {
 func (b *bench) download(ctx context.Context, c contender) (row, error) {
 	b.settle(ctx)
 	if err := verify(ctx, c.url, b.data.pkgSum); err != nil {
+		return row{}, err
+	}
+	if _, err := b.waitCached(ctx, c, 1); err != nil {
 		return row{}, err
 	}
 	run := b.run(c.url, b.plan.downloads, b.plan.memDuration)

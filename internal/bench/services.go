@@ -216,37 +216,81 @@ func (b *bench) get(ctx context.Context, url string) (*http.Response, error) {
 
 // storageReads sums uplink_storage_requests_total for the read ops.
 func (b *bench) storageReads(ctx context.Context, u *uplink) (int, error) {
-	resp, err := b.get(ctx, u.admin+"/metrics")
+	m, err := b.scrape(ctx, u)
 	if err != nil {
 		return 0, err
 	}
+	if !m.has("uplink_storage_requests_total") {
+		return 0, errors.New("no uplink_storage_requests_total in /metrics")
+	}
+	sum := 0.0
+	for _, op := range []string{`op="open"`, `op="stat"`, `op="list"`} {
+		sum += m.sum("uplink_storage_requests_total", op)
+	}
+	return int(sum), nil
+}
+
+// samples are the values of uplink's /metrics by series, the name and
+// its labels as written (`name{a="x",b="y"}`).
+type samples map[string]float64
+
+// scrape reads u's /metrics.
+func (b *bench) scrape(ctx context.Context, u *uplink) (samples, error) {
+	resp, err := b.get(ctx, u.admin+"/metrics")
+	if err != nil {
+		return nil, err
+	}
 	defer resp.Body.Close()
-	sum, found := 0.0, false
+	m := samples{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "uplink_storage_requests_total{") || !isReadOp(line) {
+		i := strings.LastIndexByte(line, ' ')
+		if line == "" || line[0] == '#' || i < 0 {
 			continue
 		}
 		var v float64
-		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
-			return 0, fmt.Errorf("metrics line %q: %w", line, err)
+		if _, err := fmt.Sscan(line[i+1:], &v); err != nil {
+			return nil, fmt.Errorf("metrics line %q: %w", line, err)
 		}
-		sum, found = sum+v, true
+		m[line[:i]] = v
 	}
-	if !found {
-		return 0, errors.New("no uplink_storage_requests_total in /metrics")
-	}
-	return int(sum), sc.Err()
+	return m, sc.Err()
 }
 
-func isReadOp(line string) bool {
-	for _, op := range []string{`op="open"`, `op="stat"`, `op="list"`} {
-		if strings.Contains(line, op) {
+func (m samples) has(name string) bool {
+	for series := range m {
+		if ofMetric(series, name) {
 			return true
 		}
 	}
 	return false
+}
+
+// sum adds the series of metric name that carry every one of labels
+// (each written `key="value"`).
+func (m samples) sum(name string, labels ...string) float64 {
+	v := 0.0
+	for series, x := range m {
+		if ofMetric(series, name) && allIn(series, labels) {
+			v += x
+		}
+	}
+	return v
+}
+
+func ofMetric(series, name string) bool {
+	rest, ok := strings.CutPrefix(series, name)
+	return ok && (rest == "" || rest[0] == '{')
+}
+
+func allIn(series string, labels []string) bool {
+	for _, l := range labels {
+		if !strings.Contains(series, l) {
+			return false
+		}
+	}
+	return true
 }
 
 // peakRSS is the process's high-water resident set (VmHWM), in MiB.

@@ -25,14 +25,15 @@ const wrkDone = `done = function(summary, latency, requests)
 end
 `
 
-// load is what one wrk run measured.
+// load is what one run measured: wrk's, or the package set's Go client's.
 type load struct {
-	requests int64
-	bytes    float64
-	elapsed  time.Duration
-	p50, p99 time.Duration
-	errors   int64
-	wrkCPU   float64 // cores wrk kept busy
+	requests  int64
+	bytes     float64
+	elapsed   time.Duration
+	p50, p99  time.Duration
+	errors    int64
+	clientCPU float64         // cores the client (wrk, or the harness's Go client) kept busy
+	took      []time.Duration // each complete download's time, from the Go client
 }
 
 func (l load) rps() float64 { return float64(l.requests) / l.elapsed.Seconds() }
@@ -64,7 +65,7 @@ func (b *bench) wrk(ctx context.Context, r wrkRun) (load, error) {
 	}
 	l, err := parseWrk(string(out))
 	busy := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-	l.wrkCPU = busy.Seconds() / l.elapsed.Seconds()
+	l.clientCPU = busy.Seconds() / l.elapsed.Seconds()
 	return l, err
 }
 
