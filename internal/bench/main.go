@@ -52,7 +52,7 @@ var plans = map[bool]plan{
 		downloads: 1024, memDuration: 10 * time.Second, herd: 1000,
 		scale:     scale{builds: 10000, apps: 500, branches: 2000},
 		indexSize: 1 << 20, packageSize: 20 << 20,
-		setFiles: 24, setSize: 8 << 20, setRounds: 6, setConns: []int{4, 16},
+		setFiles: 24, setSize: 8 << 20, setRounds: 8, setConns: []int{4, 16},
 	},
 	true: {
 		name:       "quick",

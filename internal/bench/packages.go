@@ -59,22 +59,41 @@ func (b *bench) storeSet(ctx context.Context, d storage.Driver) (*packageSet, er
 	return set, g.Wait()
 }
 
-// cold downloads the package set, once per connection count, from a
-// fresh uplink-s3 whose artifact cache is empty, and from versitygw.
+// cold downloads the package set from a fresh uplink-s3 whose artifact
+// cache is empty, and from versitygw.
 func (b *bench) cold(ctx context.Context) ([]row, error) {
-	b.logf("%s:", coldRun)
+	return b.setScenario(ctx, coldRun, uplinkS3Cold, true)
+}
+
+// redirect downloads the package set through an uplink-s3 started with
+// --s3-redirect (the client follows the 302 to S3), and from versitygw.
+func (b *bench) redirect(ctx context.Context) ([]row, error) {
+	rows, err := b.setScenario(ctx, redirectRun, uplinkS3Redirect, false, "--s3-redirect")
+	want := float64(len(b.set.files) * b.plan.setRounds)
+	for _, r := range rows {
+		if err == nil && r.counts != nil && r.counts.redirects != want {
+			err = fmt.Errorf("%s at %d connections: uplink answered %.0f of %.0f downloads with a 302", r.contender, r.conns, r.counts.redirects, want)
+		}
+	}
+	return rows, err
+}
+
+// setScenario downloads the package set, at each connection count, from
+// the uplink-s3 contender (started with extra) and from versitygw.
+func (b *bench) setScenario(ctx context.Context, name, contender string, cold bool, extra ...string) ([]row, error) {
+	b.logf("%s:", name)
 	var rows []row
 	for _, n := range b.plan.setConns {
-		for _, s := range []spec{{name: uplinkS3Cold, kind: uplinkS3}, one(direct)} {
-			r, err := b.setRun(ctx, s, n, true)
+		for _, s := range []spec{{name: contender, kind: uplinkS3}, one(direct)} {
+			r, err := b.setRun(ctx, s, n, cold, extra...)
 			if err != nil {
-				return rows, fmt.Errorf("%s, %s: %w", coldRun, s.name, err)
+				return rows, fmt.Errorf("%s, %s: %w", name, s.name, err)
 			}
-			r.scenario = coldRun
+			r.scenario = name
 			rows = append(rows, r)
 		}
 	}
-	fillRatios(rows, scenario{metric: megabytesPerSecond, base: map[string]string{uplinkS3Cold: direct}})
+	fillRatios(rows, scenario{metric: megabytesPerSecond, base: map[string]string{contender: direct}})
 	return rows, nil
 }
 
@@ -94,29 +113,6 @@ func (b *bench) emptyCache(ctx context.Context, c contender) error {
 		return fmt.Errorf("the artifact cache holds %.0f bytes before the cold run", v)
 	}
 	return nil
-}
-
-// redirect downloads the package set, once per connection count, through
-// an uplink-s3 started with --s3-redirect (the client follows the 302
-// to S3), and from versitygw.
-func (b *bench) redirect(ctx context.Context) ([]row, error) {
-	b.logf("%s:", redirectRun)
-	var rows []row
-	for _, n := range b.plan.setConns {
-		for _, s := range []spec{{name: uplinkS3Redirect, kind: uplinkS3}, one(direct)} {
-			r, err := b.setRun(ctx, s, n, false, "--s3-redirect")
-			if want := len(b.set.files) * b.plan.setRounds; err == nil && r.counts != nil && r.counts.redirects != float64(want) {
-				err = fmt.Errorf("uplink answered %.0f of %d downloads with a 302", r.counts.redirects, want)
-			}
-			if err != nil {
-				return rows, fmt.Errorf("%s, %s: %w", redirectRun, s.name, err)
-			}
-			r.scenario = redirectRun
-			rows = append(rows, r)
-		}
-	}
-	fillRatios(rows, scenario{metric: megabytesPerSecond, base: map[string]string{uplinkS3Redirect: direct}})
-	return rows, nil
 }
 
 // setRun downloads the package set plan.setRounds times with conns
