@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/minio/minio-go/v7"
@@ -241,16 +243,22 @@ func (b *bench) scrape(ctx context.Context, u *uplink) (samples, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	return parseSamples(resp.Body)
+}
+
+// parseSamples reads the Prometheus text format (without timestamps, as
+// uplink writes it).
+func parseSamples(r io.Reader) (samples, error) {
 	m := samples{}
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		line := sc.Text()
 		i := strings.LastIndexByte(line, ' ')
 		if line == "" || line[0] == '#' || i < 0 {
 			continue
 		}
-		var v float64
-		if _, err := fmt.Sscan(line[i+1:], &v); err != nil {
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
 			return nil, fmt.Errorf("metrics line %q: %w", line, err)
 		}
 		m[line[:i]] = v
