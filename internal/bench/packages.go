@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -107,7 +108,7 @@ func (b *bench) emptyCache(ctx context.Context, c contender) error {
 		return err
 	}
 	if !m.has("uplink_artifact_cache_bytes") {
-		return fmt.Errorf("no uplink_artifact_cache_bytes in /metrics: is the artifact cache on?")
+		return errors.New("no uplink_artifact_cache_bytes in /metrics: is the artifact cache on?")
 	}
 	if v := m.sum("uplink_artifact_cache_bytes"); v != 0 {
 		return fmt.Errorf("the artifact cache holds %.0f bytes before the cold run", v)
