@@ -3,10 +3,12 @@ package cache
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -34,33 +37,52 @@ import (
 // first opens it in storage, a fill copies it into a temporary file at
 // storage speed, and every client (the first too) follows the fill,
 // reading what is written so far. The fill is renamed into place only when
-// complete and of the stored size; its name keeps the key's hash, the
-// size and the Package's ETag, so a hit (and a restart) can check the
-// file's size at open. A fill that fails is removed and aborts the clients
-// following it; nothing is cached.
+// complete, of the stored size and synced; its name keeps the key's hash,
+// the SHA-256 of the bytes written, the size, and the Package's ModTime and
+// ETag. Every hit checks the file's size at open; a file found at start
+// (which a crash, a full disk or another process may have left wrong) is
+// also hashed once, on its first hit, before anything is served from it. A
+// file that does not match is removed and filled again; a fill that fails
+// is removed and aborts the clients following it, nothing is cached.
 //
-// Files are evicted least-recently-used. Each replica has its own
-// directory.
+// Files are evicted least-recently-used; a hit refreshes the file's mtime
+// (at most once a minute) so the order rebuilt at start follows the last
+// reads. Each replica has its own directory.
 type Artifacts struct {
 	distribution.Protocol
 	dir string
 	max int64
+	log *slog.Logger
 
 	mu       sync.Mutex
-	lru      *simplelru.LRU[string, artifactEntry]
+	lru      *simplelru.LRU[string, *artifactEntry]
 	size     int64 // bytes of the files in lru
 	dropping bool  // an eviction callback of a drop, not an eviction
 	fills    map[string]*artifactFill
 
-	hits, misses, filled, evictions prometheus.Counter
-	bytes                           prometheus.Gauge
+	hits, misses, filled, evictions, corrupt prometheus.Counter
+	bytes                                    prometheus.Gauge
 }
 
+// artifactEntry is a cached file: what its name says it holds.
 type artifactEntry struct {
-	name string
-	size int64
-	etag string
+	name    string
+	size    int64
+	modTime time.Time // the storage's, served as Last-Modified
+	etag    string
+	sum     string // hex SHA-256 of the bytes
+
+	// A file found at start is hashed on its first hit, once however many
+	// hit it together; a file this process filled and synced is trusted.
+	unverified bool
+	check      sync.Once
+	bad        bool // set in check
+
+	touched atomic.Int64 // UnixNano of the file's mtime as last set
 }
+
+// touchEvery bounds how often a hit refreshes a file's mtime.
+const touchEvery = time.Minute
 
 const artifactTemp = "tmp-"
 
@@ -80,10 +102,13 @@ func NewArtifacts(inner distribution.Protocol, dir string, maxBytes int64, reg p
 			Help: "Files written to the local artifact cache, complete and verified."}),
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{Name: "uplink_artifact_cache_evictions_total",
 			Help: "Files evicted from the local artifact cache to keep its size bound."}),
+		corrupt: prometheus.NewCounter(prometheus.CounterOpts{Name: "uplink_artifact_cache_corrupt_total",
+			Help: "Files of the local artifact cache found with the wrong size or bytes, removed and filled again."}),
 		bytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "uplink_artifact_cache_bytes",
 			Help: "Bytes of files in the local artifact cache."}),
+		log: slog.Default(),
 	}
-	c.lru, _ = simplelru.NewLRU(math.MaxInt, func(_ string, e artifactEntry) {
+	c.lru, _ = simplelru.NewLRU(math.MaxInt, func(_ string, e *artifactEntry) {
 		os.Remove(filepath.Join(c.dir, e.name))
 		c.size -= e.size
 		if !c.dropping {
@@ -94,13 +119,14 @@ func NewArtifacts(inner distribution.Protocol, dir string, maxBytes int64, reg p
 		return nil, err
 	}
 	if reg != nil {
-		reg.MustRegister(c.hits, c.misses, c.filled, c.evictions, c.bytes)
+		reg.MustRegister(c.hits, c.misses, c.filled, c.evictions, c.corrupt, c.bytes)
 	}
 	return c, nil
 }
 
-// load removes temporaries and files whose names or sizes are wrong, and
-// indexes the rest, the oldest first.
+// load removes temporaries and files whose names or sizes are wrong
+// (names without a SHA-256 too, from before it was kept), and indexes the
+// rest as unverified, the least recently read first.
 func (c *Artifacts) load() error {
 	ents, err := os.ReadDir(c.dir)
 	if err != nil {
@@ -108,8 +134,7 @@ func (c *Artifacts) load() error {
 	}
 	type found struct {
 		hash string
-		e    artifactEntry
-		at   time.Time
+		e    *artifactEntry
 	}
 	var files []found
 	for _, de := range ents {
@@ -120,9 +145,11 @@ func (c *Artifacts) load() error {
 			os.RemoveAll(path) // a temporary, or not ours, or truncated
 			continue
 		}
-		files = append(files, found{hash, e, fi.ModTime()})
+		e.unverified = true
+		e.touched.Store(fi.ModTime().UnixNano())
+		files = append(files, found{hash, e})
 	}
-	sort.Slice(files, func(i, j int) bool { return files[i].at.Before(files[j].at) })
+	sort.Slice(files, func(i, j int) bool { return files[i].e.touched.Load() < files[j].e.touched.Load() })
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, f := range files {
@@ -131,22 +158,34 @@ func (c *Artifacts) load() error {
 	return nil
 }
 
-// artifactName is <hash>-<size>-<hex of the ETag>.
-func artifactName(hash string, size int64, etag string) string {
-	return hash + "-" + strconv.FormatInt(size, 10) + "-" + hex.EncodeToString([]byte(etag))
+// artifactName is <key hash>-<SHA-256>-<size>-<ModTime in Unix ns, 0 when
+// unknown>-<ETag in unpadded base64url>: the ETag last, as it may hold
+// dashes, and short enough for the 255 bytes of a file name.
+func artifactName(hash string, e *artifactEntry) string {
+	mod := "0"
+	if !e.modTime.IsZero() {
+		mod = strconv.FormatInt(e.modTime.UnixNano(), 10)
+	}
+	return strings.Join([]string{hash, e.sum, strconv.FormatInt(e.size, 10), mod,
+		base64.RawURLEncoding.EncodeToString([]byte(e.etag))}, "-")
 }
 
-func parseArtifactName(name string) (hash string, e artifactEntry, ok bool) {
-	parts := strings.Split(name, "-")
-	if len(parts) != 3 || len(parts[0]) != 64 {
-		return "", e, false
+func parseArtifactName(name string) (hash string, e *artifactEntry, ok bool) {
+	parts := strings.SplitN(name, "-", 5)
+	if len(parts) != 5 || len(parts[0]) != 64 || len(parts[1]) != sha256.Size*2 {
+		return "", nil, false
 	}
-	size, err := strconv.ParseInt(parts[1], 10, 64)
-	etag, err2 := hex.DecodeString(parts[2])
-	if err != nil || err2 != nil || size < 0 {
-		return "", e, false
+	size, err := strconv.ParseInt(parts[2], 10, 64)
+	mod, err2 := strconv.ParseInt(parts[3], 10, 64)
+	etag, err3 := base64.RawURLEncoding.DecodeString(parts[4])
+	if err != nil || err2 != nil || err3 != nil || size < 0 {
+		return "", nil, false
 	}
-	return parts[0], artifactEntry{name: name, size: size, etag: string(etag)}, true
+	e = &artifactEntry{name: name, size: size, etag: string(etag), sum: parts[1]}
+	if mod != 0 {
+		e.modTime = time.Unix(0, mod)
+	}
+	return parts[0], e, true
 }
 
 func artifactHash(app artifact.App, commit, arch, file string) string {
@@ -194,8 +233,8 @@ func (c *Artifacts) Package(ctx context.Context, req distribution.Request, res r
 	return pkg, err
 }
 
-// hit opens the cached file of hash, checking its size; a file that does
-// not match is removed.
+// hit opens the cached file of hash, checking it; a file that does not
+// match is removed (the caller fills it again).
 func (c *Artifacts) hit(hash, commit string) *distribution.Package {
 	c.mu.Lock()
 	e, ok := c.lru.Get(hash)
@@ -203,33 +242,76 @@ func (c *Artifacts) hit(hash, commit string) *distribution.Package {
 	if !ok {
 		return nil
 	}
-	f, err := os.Open(filepath.Join(c.dir, e.name))
-	var fi os.FileInfo
-	if err == nil {
-		fi, err = f.Stat()
-	}
-	if err != nil || fi.Size() != e.size {
-		if f != nil {
-			f.Close()
-		}
-		c.drop(hash, e.name)
+	path := filepath.Join(c.dir, e.name)
+	f, err := os.Open(path)
+	if err != nil { // removed under us: not served, not corrupt
+		c.drop(hash, e)
 		return nil
 	}
+	if why := e.mismatch(f); why != "" {
+		f.Close()
+		if c.drop(hash, e) {
+			c.corrupt.Inc()
+			c.log.Warn("artifact cache: corrupt file removed, filling it again from storage",
+				"key", hash, "commit", commit, "file", path, "reason", why)
+		}
+		return nil
+	}
+	c.touch(e, path)
 	c.hits.Inc()
 	return distribution.NewPackage(commit, e.etag, &fileObject{f: f,
-		info: storage.Info{Size: e.size, ModTime: fi.ModTime(), ETag: e.etag}})
+		info: storage.Info{Size: e.size, ModTime: e.modTime, ETag: e.etag}})
 }
 
-// drop forgets a cached file that is not what it was stored as.
-func (c *Artifacts) drop(hash, name string) {
+// mismatch says how f is not what e was stored as, "" when it is: its size
+// on every hit, its bytes only for a file found at start, hashed once (the
+// hits arriving meanwhile wait for the first).
+func (e *artifactEntry) mismatch(f *os.File) string {
+	fi, err := f.Stat()
+	if err != nil {
+		return err.Error()
+	}
+	if fi.Size() != e.size {
+		return fmt.Sprintf("%d bytes, stored as %d", fi.Size(), e.size)
+	}
+	if !e.unverified {
+		return ""
+	}
+	e.check.Do(func() {
+		h := sha256.New()
+		_, err := io.Copy(h, io.NewSectionReader(f, 0, e.size))
+		e.bad = err != nil || hex.EncodeToString(h.Sum(nil)) != e.sum
+	})
+	if e.bad {
+		return "bytes do not match the SHA-256 stored with them"
+	}
+	return ""
+}
+
+// touch refreshes the file's mtime, at most once every touchEvery, so the
+// order rebuilt at start follows the last reads.
+func (c *Artifacts) touch(e *artifactEntry, path string) {
+	now := time.Now()
+	last := e.touched.Load()
+	if now.UnixNano()-last < int64(touchEvery) || !e.touched.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	os.Chtimes(path, now, now)
+}
+
+// drop forgets e, a cached file that is not what it was stored as; false
+// when it is gone already (dropped by another hit, or evicted).
+func (c *Artifacts) drop(hash string, e *artifactEntry) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.lru.Peek(hash); ok && e.name == name {
-		c.dropping = true
-		c.lru.Remove(hash)
-		c.dropping = false
-		c.bytes.Set(float64(c.size))
+	if cur, ok := c.lru.Peek(hash); !ok || cur != e {
+		return false
 	}
+	c.dropping = true
+	c.lru.Remove(hash)
+	c.dropping = false
+	c.bytes.Set(float64(c.size))
+	return true
 }
 
 // miss follows the fill of hash, starting it with open when none runs.
@@ -310,6 +392,7 @@ var errNotFilled = errors.New("artifact cache: not filled")
 func (c *Artifacts) fill(hash string, fl *artifactFill) {
 	inner := fl.pkg
 	buf := make([]byte, distribution.CopyBuffer)
+	sum := sha256.New()
 	var err error
 	var written int64
 	for {
@@ -320,6 +403,7 @@ func (c *Artifacts) fill(hash string, fl *artifactFill) {
 				break
 			}
 			written += int64(n)
+			sum.Write(buf[:n])
 			fl.progress(written)
 		}
 		if rerr == io.EOF {
@@ -334,7 +418,9 @@ func (c *Artifacts) fill(hash string, fl *artifactFill) {
 	if err == nil && written != inner.Size {
 		err = fmt.Errorf("artifact cache: %w after %d of %d bytes", io.ErrUnexpectedEOF, written, inner.Size)
 	}
-	name := artifactName(hash, inner.Size, inner.ETag)
+	e := &artifactEntry{size: inner.Size, modTime: inner.ModTime, etag: inner.ETag, sum: hex.EncodeToString(sum.Sum(nil))}
+	e.name = artifactName(hash, e)
+	e.touched.Store(time.Now().UnixNano())
 	if err == nil {
 		// On disk before the name says it is complete: a power cut never
 		// leaves a file of the right size with the wrong bytes. The
@@ -342,17 +428,14 @@ func (c *Artifacts) fill(hash string, fl *artifactFill) {
 		err = fl.f.Sync()
 	}
 	if err == nil {
-		if !inner.ModTime.IsZero() {
-			os.Chtimes(fl.f.Name(), time.Now(), inner.ModTime)
-		}
-		err = os.Rename(fl.f.Name(), filepath.Join(c.dir, name))
+		err = os.Rename(fl.f.Name(), filepath.Join(c.dir, e.name))
 	}
 	if err != nil {
 		os.Remove(fl.f.Name())
 	}
 	c.mu.Lock()
 	if err == nil {
-		c.addLocked(hash, artifactEntry{name: name, size: inner.Size, etag: inner.ETag})
+		c.addLocked(hash, e)
 		c.filled.Inc()
 	}
 	delete(c.fills, hash)
@@ -360,8 +443,9 @@ func (c *Artifacts) fill(hash string, fl *artifactFill) {
 	fl.finish(err)
 }
 
-func (c *Artifacts) addLocked(hash string, e artifactEntry) {
+func (c *Artifacts) addLocked(hash string, e *artifactEntry) {
 	if old, ok := c.lru.Peek(hash); ok && old.name == e.name {
+		c.lru.Add(hash, e) // the same file: keep it, with what e knows of it
 		return
 	}
 	c.dropping = true
