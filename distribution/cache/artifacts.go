@@ -194,43 +194,17 @@ func artifactHash(app artifact.App, commit, arch, file string) string {
 }
 
 // Package serves a hit from the file, else fills it (or follows the fill
-// running). A package asked for through a branch with earlier commits may
-// come from any of them: the inner Protocol opens it first, and it is
-// cached under the commit that answered.
+// running). It is asked for one commit (res.Commit): the branch fallbacks
+// are distribution.Fallbacks', outside this cache, so a hit costs no
+// storage request.
 func (c *Artifacts) Package(ctx context.Context, req distribution.Request, res ref.Resolution) (*distribution.Package, error) {
-	app := req.Application()
-	if len(res.Fallback) == 0 {
-		hash := artifactHash(app, res.Commit, req.Arch, req.File)
-		if pkg := c.hit(hash, res.Commit); pkg != nil {
-			return pkg, nil
-		}
-		return c.miss(ctx, hash, res.Commit, func(ctx context.Context) (*distribution.Package, error) {
-			return c.Protocol.Package(ctx, req, res)
-		})
-	}
-	// Opened under a context that outlives the request: the fill goes on
-	// for the clients following it when this one leaves.
-	inner, err := c.Protocol.Package(context.WithoutCancel(ctx), req, res)
-	if err != nil {
-		return nil, err
-	}
-	hash := artifactHash(app, inner.Commit, req.Arch, req.File)
-	if pkg := c.hit(hash, inner.Commit); pkg != nil {
-		inner.Close()
+	hash := artifactHash(req.Application(), res.Commit, req.Arch, req.File)
+	if pkg := c.hit(hash, res.Commit); pkg != nil {
 		return pkg, nil
 	}
-	used := false
-	pkg, err := c.miss(ctx, hash, inner.Commit, func(context.Context) (*distribution.Package, error) {
-		if used { // a second start, after a fill that failed
-			return c.Protocol.Package(context.WithoutCancel(ctx), req, res)
-		}
-		used = true
-		return inner, nil
+	return c.miss(ctx, hash, res.Commit, func(ctx context.Context) (*distribution.Package, error) {
+		return c.Protocol.Package(ctx, req, res)
 	})
-	if !used {
-		inner.Close()
-	}
-	return pkg, err
 }
 
 // hit opens the cached file of hash, checking it; a file that does not

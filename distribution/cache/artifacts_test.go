@@ -319,13 +319,15 @@ func TestArtifactsFailedFillNotCached(t *testing.T) {
 	}
 }
 
-// Through a branch, a package is cached under the commit that answered.
+// Through a branch (Fallbacks asking for one commit at a time, as uplink
+// serve wires it), a package is cached under the commit that answered.
 func TestArtifactsBranchCachedUnderCommit(t *testing.T) {
 	s := newArtifactStore(t, map[string]int{"a.apk": 1000})
 	c := newArtifacts(t, s, t.TempDir(), 1<<20)
+	f := &distribution.Fallbacks{Protocol: c}
 	branch := ref.Resolution{Kind: ref.KindBranch, Commit: strings.Repeat("f", 40), Fallback: []string{testCommit}}
 	for range 2 {
-		pkg, err := c.Package(t.Context(), pkgReq("a.apk"), branch)
+		pkg, err := f.Package(t.Context(), pkgReq("a.apk"), branch)
 		if err != nil || pkg.Commit != testCommit {
 			t.Fatalf("%+v %v", pkg, err)
 		}
