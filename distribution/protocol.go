@@ -56,7 +56,6 @@ type Index struct {
 	// The header values, computed once with the bytes: assigning them to
 	// a response costs no allocation on the hot path.
 	etag, length, commit []string
-	file                 *os.File // see Pin
 }
 
 // NewIndex returns the index of commit holding data.

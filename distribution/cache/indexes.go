@@ -86,9 +86,6 @@ func (c *Indexes) Index(ctx context.Context, req distribution.Request, res ref.R
 		if err != nil {
 			return nil, err
 		}
-		if int64(len(idx.Data)) <= c.max {
-			idx.Pin()
-		}
 		c.add(key, idx)
 		return idx, nil
 	})
