@@ -191,7 +191,7 @@ func TestArtifactsHalfWrittenNotServed(t *testing.T) {
 	hash := artifactHash(acmeHello, testCommit, "x86_64", "a.apk")
 	os.WriteFile(filepath.Join(dir, artifactTemp+"123"), []byte("half"), 0o644)
 	os.WriteFile(filepath.Join(dir, artifactName(hash, &artifactEntry{size: 1000, etag: `"x"`, sum: strings.Repeat("0", 64)})), []byte("half"), 0o644)
-	// A file of the right size named before the SHA-256 was kept: nothing
+	// A file of the right size named before a checksum was kept: nothing
 	// to check its bytes against.
 	os.WriteFile(filepath.Join(dir, hash+"-4-227822"), []byte("full"), 0o644)
 	c := newArtifacts(t, s, dir, 1<<20)
