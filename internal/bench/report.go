@@ -102,11 +102,21 @@ func ratio(r row) string {
 	return fmt.Sprintf("%.2f (%s)", r.ratio, r.vs)
 }
 
+// roundsNote says how an index or package row was chosen.
+func roundsNote(n int) string {
+	if n <= 1 {
+		return ""
+	}
+	return fmt.Sprintf("In the index and package scenarios each contender is loaded %d times at each connection count, "+
+		"in turn with the others, and its row is its best round (the same rule for nginx and versitygw as for uplink). ", n)
+}
+
 // notes explains the table's columns, then each scenario the run
 // measured, and adds the herd and scale results.
 func (b *bench) notes(res *results) string {
 	paras := []string{fmt.Sprintf("Contenders of a scenario run side by side, idle but for their turn: each is loaded at one "+
 		"connection count before any moves on to the next, so compared rows are measured seconds apart. "+
+		roundsNote(b.plan.rounds)+
 		"Ratio: requests/s (index) or MB/s (package) over the named contender's at the same connection count. "+
 		"Packages compare MB/s because few 20 MB responses complete in a run: MB/s counts the partial ones too, "+
 		"requests/s rounds them away. "+
