@@ -15,6 +15,9 @@ type Error struct {
 	Problems []Problem `json:"problems,omitempty"`
 	// Omitted counts the problems beyond those listed.
 	Omitted int `json:"omitted,omitempty"`
+	// UsedBy names what still uses the branch, tag or build a 409
+	// in_use refused to delete ("installation web", "tag v1", ...).
+	UsedBy []string `json:"used_by,omitempty"`
 }
 
 // ErrorBody wraps an Error as the API sends it.

@@ -57,9 +57,13 @@ type App struct {
 	App           string `json:"app"`
 	AllowUnsigned bool   `json:"allow_unsigned"`
 	Keys          []Key  `json:"keys"`
+	// Retention is the app's own policy (absent fields: the server's).
+	Retention Retention `json:"retention"`
 }
 
 // AppPatch changes an app's settings; absent fields stay.
 type AppPatch struct {
 	AllowUnsigned *bool `json:"allow_unsigned"`
+	// Retention replaces the app's retention policy when set.
+	Retention *Retention `json:"retention,omitempty"`
 }
