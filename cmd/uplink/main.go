@@ -53,6 +53,7 @@ var commands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"channel":       cmdChannel,
 	"ops":           cmdOps,
 	"history":       cmdHistory,
+	"healthcheck":   cmdHealthcheck,
 }
 
 func run(args []string) int {
