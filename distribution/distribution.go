@@ -357,6 +357,18 @@ func (h *Handler) copyPackage(w *responseWriter, r *http.Request, req Request, p
 		if rerr != nil {
 			break
 		}
+		if s := pkg.sender(); s != nil {
+			sw := &sendWriter{responseWriter: w}
+			k, err := s.SendTo(sw)
+			sent += k
+			if sw.err != nil {
+				return pkg.Commit
+			}
+			if rerr = err; rerr == nil {
+				rerr = io.EOF
+			}
+			break
+		}
 		n, rerr = pkg.Read(buf)
 	}
 	if rerr == io.EOF && sent == pkg.Size || r.Context().Err() != nil {
@@ -367,6 +379,31 @@ func (h *Handler) copyPackage(w *responseWriter, r *http.Request, req Request, p
 	}
 	h.abort(w, r, req, rerr)
 	return pkg.Commit
+}
+
+// sendWriter tells a Sender's failures to write to the client from its
+// own.
+type sendWriter struct {
+	*responseWriter
+	err error
+}
+
+func (w *sendWriter) Write(p []byte) (int, error) {
+	n, err := w.responseWriter.Write(p)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
+}
+
+func (w *sendWriter) ReadFrom(src io.Reader) (int64, error) {
+	// A Sender hands over a local file (the fill's temporary): an error
+	// here is the client's.
+	n, err := w.responseWriter.ReadFrom(src)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
 }
 
 // CopyBuffer is the buffer size of package copies from remote storage:

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net/netip"
 	"os"
 	"strconv"
@@ -104,6 +105,23 @@ func (p *Package) File() *os.File {
 	}
 	p.body.g.stop()
 	return f.File()
+}
+
+// Sender is an object that sends itself to w better than Read can (a
+// fill of the artifact cache, by sendfile from the file being filled). It
+// returns the bytes sent and the first error, either its own or w's.
+type Sender interface {
+	SendTo(w io.Writer) (int64, error)
+}
+
+// sender returns the object's Sender; only objects without a storage
+// deadline (NewPackage's) may bypass Read.
+func (p *Package) sender() Sender {
+	s, ok := p.body.obj.(Sender)
+	if !ok || p.body.g.timeout != 0 {
+		return nil
+	}
+	return s
 }
 
 // Close cancels a read in flight and closes the object.

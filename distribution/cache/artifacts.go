@@ -502,21 +502,31 @@ type fillReader struct {
 	closed bool
 }
 
+// wait returns how much of the fill is written once it is past off,
+// or the error that ended the fill before it got there.
+func (fl *artifactFill) wait(off int64) (int64, error) {
+	fl.mu.Lock()
+	for off >= fl.written && !fl.done {
+		fl.cond.Wait()
+	}
+	written, err := fl.written, fl.err
+	fl.mu.Unlock()
+	if off >= written {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return written, err
+	}
+	return written, nil
+}
+
 func (r *fillReader) Read(p []byte) (int, error) {
 	fl := r.fl
 	if r.off >= r.info.Size {
 		return 0, io.EOF
 	}
-	fl.mu.Lock()
-	for r.off >= fl.written && !fl.done {
-		fl.cond.Wait()
-	}
-	written, err := fl.written, fl.err
-	fl.mu.Unlock()
-	if r.off >= written {
-		if err == nil {
-			err = io.ErrUnexpectedEOF
-		}
+	written, err := fl.wait(r.off)
+	if err != nil {
 		return 0, err
 	}
 	if int64(len(p)) > written-r.off {
@@ -528,6 +538,44 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		rerr = nil
 	}
 	return n, rerr
+}
+
+// SendTo sends the rest of the fill to w as it is written: by sendfile
+// from a file of its own (the temporary reopened through /proc, which
+// keeps working after the rename), when w takes files (net/http's
+// response). A cold download then costs the copy from storage into the
+// file and no copy back out of it. Errors of the fill are returned as
+// they are; anything else is w's.
+func (r *fillReader) SendTo(w io.Writer) (int64, error) {
+	rf, ok := w.(io.ReaderFrom)
+	var f *os.File
+	if ok {
+		f, _ = os.Open("/proc/self/fd/" + strconv.Itoa(int(r.fl.f.Fd())))
+	}
+	if f == nil {
+		return io.Copy(w, struct{ io.Reader }{r})
+	}
+	defer f.Close()
+	var sent int64
+	for r.off < r.info.Size {
+		written, err := r.fl.wait(r.off)
+		if err != nil {
+			return sent, err
+		}
+		if _, err := f.Seek(r.off, io.SeekStart); err != nil {
+			return sent, err
+		}
+		n, err := rf.ReadFrom(&io.LimitedReader{R: f, N: written - r.off})
+		r.off += n
+		sent += n
+		if err != nil {
+			return sent, err
+		}
+		if n == 0 {
+			return sent, io.ErrUnexpectedEOF
+		}
+	}
+	return sent, nil
 }
 
 func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
