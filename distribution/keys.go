@@ -2,6 +2,7 @@ package distribution
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -91,6 +92,28 @@ type AppSettings struct {
 	// AllowUnsigned lets an unsigned index be published.
 	AllowUnsigned bool        `json:"allow_unsigned"`
 	Keys          []storedKey `json:"keys"`
+	// Retention is the app's own retention policy over the server's.
+	Retention RetentionSettings `json:"retention,omitzero"`
+}
+
+// RetentionSettings is an app's retention policy; a nil field takes the
+// server's default.
+type RetentionSettings struct {
+	KeepBuilds     *int           `json:"keep_builds,omitempty"`
+	KeepAge        *time.Duration `json:"keep_age,omitempty"`
+	KeepOperations *int           `json:"keep_operations,omitempty"`
+}
+
+// SetRetention changes the fields of the app's retention policy that r
+// sets; the others stay.
+func (k *Keys) SetRetention(ctx context.Context, app artifact.App, r RetentionSettings) (AppSettings, error) {
+	return k.update(ctx, app, func(s *AppSettings, _ bool) (bool, error) {
+		cur := &s.Retention
+		cur.KeepBuilds = cmp.Or(r.KeepBuilds, cur.KeepBuilds)
+		cur.KeepAge = cmp.Or(r.KeepAge, cur.KeepAge)
+		cur.KeepOperations = cmp.Or(r.KeepOperations, cur.KeepOperations)
+		return true, nil
+	})
 }
 
 // Infos lists the keys without their PEM, sorted by name.

@@ -98,6 +98,12 @@ func (s *Store) newIntent(ctx context.Context, app artifact.App, req PublishRequ
 	if err := s.putJSON(ctx, in.key(app), in, storage.Condition{IfAbsent: true}); err != nil {
 		return nil, err
 	}
+	// A delete of the commit that marked it first goes ahead; this
+	// publish steps back (see deletingKey).
+	if busy, err := s.deleting(ctx, app, req.Commit); err != nil || busy {
+		_ = s.d.Delete(context.WithoutCancel(ctx), in.key(app))
+		return nil, errors.Join(err, deletingErr(busy, app, req.Commit))
+	}
 	return in, nil
 }
 
