@@ -212,7 +212,9 @@ func (c *Refs) Resolve(ctx context.Context, app artifact.App, name string) (ref.
 	now := time.Now()
 	c.mu.Lock()
 	e, _ := c.entries.Get(k)
-	if e != nil && (e.res.Immutable() || e.seq == c.validSeq(app) && now.Before(e.expires)) {
+	// A full SHA never moves, but its build can be deleted: only an
+	// invalidation of the app drops it.
+	if e != nil && e.seq == c.validSeq(app) && (e.res.Immutable() || now.Before(e.expires)) {
 		c.mu.Unlock()
 		c.localHit.Inc()
 		if e.missing {

@@ -143,4 +143,3 @@ func groupName(branch string) string {
 	}
 	return "branch " + branch
 }
-
