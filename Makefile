@@ -4,7 +4,7 @@
 GO ?= go
 FUZZTIME ?= 15s
 
-.PHONY: test deps vet fuzz run build bench screenshots
+.PHONY: test deps vet fuzz run build image bench screenshots
 
 # The tests run with a private TMPDIR, removed afterwards: go-apk leaves
 # the packages it expands in the temporary directory. The browser tests'
@@ -30,8 +30,24 @@ fuzz:
 run:
 	$(GO) run ./cmd/uplink serve
 
+# What `uplink --version` and uplink_build_info say, from git (override:
+# make build VERSION=v1.2.3). Empty values read "devel"/"unknown".
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+REVISION ?= $(shell r=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null || r=$$r-dirty; echo $$r; })
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+VERSION := $(VERSION)
+REVISION := $(REVISION)
+BUILD_DATE := $(BUILD_DATE)
+VERSION_PKG := github.com/uplinkhq/uplink/internal/version
+LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(REVISION) -X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
+IMAGE ?= uplink:$(or $(VERSION),dev)
+
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/uplink ./cmd/uplink
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/uplink ./cmd/uplink
+
+# The container image, stamped like `make build`.
+image:
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) --build-arg BUILD_DATE=$(BUILD_DATE) -t $(IMAGE) .
 
 # Side by side with nginx and versitygw under wrk; writes BENCHMARKS.md.
 # QUICK=1 runs a smaller version, ARGS='-only cold,redirect -duration 2s'
