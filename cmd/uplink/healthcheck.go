@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"strings"
 	"time"
@@ -27,40 +29,60 @@ type healthcheckFlags struct {
 }
 
 // cmdHealthcheck is `uplink healthcheck`: exit 0 when the admin
-// listener's /readyz answers 200, 1 (and why, on stderr) otherwise. It is
-// the image's HEALTHCHECK, so it needs no token and no configuration
-// beyond what `uplink serve` already reads from the environment.
+// listener's /readyz answers 200, 1 (and why, on stderr) otherwise, 2 for
+// a bad command line. It is the image's HEALTHCHECK, so it needs no token
+// and no configuration beyond what `uplink serve` already reads from the
+// environment. It parses its own flags (std flag, UPLINK_<FLAG>) so that
+// any command-line front end can wrap it.
 func cmdHealthcheck(args []string, stdout, stderr io.Writer) int {
+	f, code, ok := parseHealthcheck(args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	url := strings.TrimRight(f.baseURL(), "/") + "/readyz"
+	hc, err := f.httpClient()
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+		defer cancel()
+		var body string
+		if body, err = checkReady(ctx, hc, url); err == nil {
+			fmt.Fprintf(stdout, "%s: %s\n", url, body)
+			return 0
+		}
+	}
+	fmt.Fprintf(stderr, "uplink healthcheck: %s: %v\n", url, err)
+	return 1
+}
+
+// parseHealthcheck reads healthcheck's flags; -h prints the usage on
+// stdout (exit 0), a bad command line the problem and the usage on stderr
+// (exit 2). ok is false when the command should exit with code.
+func parseHealthcheck(args []string, stdout, stderr io.Writer) (f healthcheckFlags, code int, ok bool) {
 	fs := newFlagSet("healthcheck", "healthcheck [--addr <admin address>] [--timeout 5s] [--cacert <ca.pem> | --insecure-skip-verify]")
-	var f healthcheckFlags
 	fs.StringVar(&f.addr, "addr", "", "admin listener address (default: from UPLINK_ADMIN_LISTEN and UPLINK_ADMIN_TLS_CERT, as `uplink serve` reads them, else "+defaultAdminAddr+")")
 	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "give up after this long")
 	fs.StringVar(&f.cacert, "cacert", "", "PEM certificate(s) to trust for an https admin listener (e.g. its self-signed certificate)")
 	fs.BoolVar(&f.insecure, "insecure-skip-verify", false, "do not verify the admin listener's TLS certificate")
-	pos, code, ok := parseCommand(fs, args, stdout, stderr)
-	if !ok {
-		return code
+	fs.SetOutput(io.Discard)
+	pos, err := parse(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return f, 0, false
+	case err != nil:
+	case len(pos) > 0:
+		err = fmt.Errorf("takes no arguments, got %q", pos)
+	case f.timeout <= 0:
+		err = errors.New("--timeout must be positive")
 	}
-	if len(pos) != 0 {
-		return usageError(fs, stderr, fmt.Sprintf("takes no arguments, got %q", pos))
-	}
-	if f.timeout <= 0 {
-		return usageError(fs, stderr, "--timeout must be positive")
-	}
-	hc, err := f.httpClient()
 	if err != nil {
-		return fail(stderr, err)
+		fmt.Fprintf(stderr, "uplink healthcheck: %v\n\n", err)
+		fs.SetOutput(stderr)
+		fs.Usage()
+		return f, 2, false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
-	defer cancel()
-	url := strings.TrimRight(f.baseURL(), "/") + "/readyz"
-	body, err := checkReady(ctx, hc, url)
-	if err != nil {
-		fmt.Fprintf(stderr, "uplink healthcheck: %s: %v\n", url, err)
-		return 1
-	}
-	fmt.Fprintf(stdout, "%s: %s\n", url, body)
-	return 0
+	return f, 0, true
 }
 
 // baseURL is --addr, or the address `uplink serve` listens on according
@@ -122,7 +144,11 @@ func checkReady(ctx context.Context, hc *http.Client, url string) (string, error
 	resp, err := hc.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return "", fmt.Errorf("no answer in time: %w", err)
+			return "", errors.New("no answer within --timeout")
+		}
+		var uerr *neturl.Error // "Get <url>: ...": the caller names the URL
+		if errors.As(err, &uerr) {
+			err = uerr.Err
 		}
 		return "", err
 	}
