@@ -71,8 +71,9 @@ func (s *Service) Update(ctx context.Context, id string, fn func(op *operation.O
 		return nil, opNotFound(id)
 	}
 	var out, next *operation.Operation
+	var started, ended bool
 	_, err := s.update(ctx, name, func(r *Record, exists bool) error {
-		out, next = nil, nil
+		out, next, started, ended = nil, nil, false, false
 		i := slices.IndexFunc(r.Operations, func(o *operation.Operation) bool { return o.ID == id })
 		if !exists || i < 0 {
 			return opNotFound(id)
@@ -83,7 +84,8 @@ func (s *Service) Update(ctx context.Context, id string, fn func(op *operation.O
 			return err
 		}
 		out = public(op)
-		if !was.Done() && op.State.Done() {
+		started = was == operation.Queued && op.State == operation.Running
+		if ended = !was.Done() && op.State.Done(); ended {
 			next = r.end(op, time.Now().UTC())
 		}
 		return nil
@@ -95,7 +97,21 @@ func (s *Service) Update(ctx context.Context, id string, fn func(op *operation.O
 		s.unfinished.unmark(ctx, id)
 	}
 	s.kick(next)
+	s.tell(ctx, out, started, ended)
 	return out, nil
+}
+
+// tell hands what Update just recorded to the operation events.
+func (s *Service) tell(ctx context.Context, op *operation.Operation, started, ended bool) {
+	if s.cfg.Events == nil {
+		return
+	}
+	if started {
+		s.cfg.Events.OperationStarted(ctx, op)
+	}
+	if ended {
+		s.cfg.Events.OperationFinished(ctx, op)
+	}
 }
 
 // end records in r the outcome of op, which just ended: its history entry

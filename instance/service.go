@@ -1,6 +1,8 @@
 package instance
 
 import (
+	"context"
+
 	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/storage"
@@ -31,6 +33,16 @@ type Config struct {
 	// Keys finds the key an installation names by key_name alone; may be
 	// nil (public_key is then required).
 	Keys KeyLookup
+	// Events hears operations start and end; may be nil.
+	Events OperationEvents
+}
+
+// OperationEvents is told, once the journal recorded it, that an
+// operation started or ended (notify queues it for webhooks). The engine
+// waits on it: it must return quickly (one durable write at most).
+type OperationEvents interface {
+	OperationStarted(ctx context.Context, op *operation.Operation)
+	OperationFinished(ctx context.Context, op *operation.Operation)
 }
 
 // Service manages installations and keeps their operations; it is the
