@@ -195,11 +195,10 @@ func (s *Store) DeleteBuild(ctx context.Context, app artifact.App, sha string, c
 			return Deleted{}, err
 		}
 	}
-	// The record goes first: from then on nothing resolves the commit,
-	// and a retry after a failure below finds the rest by the prefix.
-	if err := s.d.Delete(ctx, buildKey(app, commit)); err != nil {
-		return Deleted{}, err
-	}
+	// Once started, a delete is not cut short by its caller going away.
+	// The record goes last, so that a delete that failed half-way is
+	// still found, and completed, by its retry.
+	ctx = context.WithoutCancel(ctx)
 	if err := s.d.Delete(ctx, journalKey(app, b)); err != nil {
 		return Deleted{}, err
 	}
@@ -207,6 +206,9 @@ func (s *Store) DeleteBuild(ctx context.Context, app artifact.App, sha string, c
 		return Deleted{}, err
 	}
 	n, err := s.deleteArtifacts(ctx, app, commit)
+	if err == nil {
+		err = s.d.Delete(ctx, buildKey(app, commit))
+	}
 	return Deleted{Build: b, Bytes: n}, err
 }
 
