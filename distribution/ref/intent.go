@@ -136,6 +136,19 @@ func (s *Store) Publishing(ctx context.Context, app artifact.App, commit string)
 	return len(infos) > 0, err
 }
 
+// PublishingCommits lists the commits of app with a publish under way.
+func (s *Store) PublishingCommits(ctx context.Context, app artifact.App) (map[string]bool, error) {
+	prefix := publishesPrefix + app.Org + "/" + app.Name + "/"
+	infos, err := s.d.List(ctx, prefix)
+	out := map[string]bool{}
+	for _, info := range infos {
+		if commit, _, ok := strings.Cut(strings.TrimPrefix(info.Key, prefix), "-"); ok {
+			out[commit] = true
+		}
+	}
+	return out, err
+}
+
 // apply does every write of in. Each is idempotent: the build record is
 // created once, the journal and app marker are put if absent, and a
 // pointer already moved by in is left alone. Completing an intent written

@@ -187,14 +187,12 @@ func (p *Pruner) Facts(ctx context.Context, app artifact.App, pol Policy) (Facts
 			Add(f.Used, c, who)
 		}
 	}
-	for _, b := range builds {
-		busy, err := p.Refs.Publishing(ctx, app, b.Commit)
-		if err != nil {
-			return f, err
-		}
-		if busy {
-			Add(f.Used, b.Commit, "a publish of it under way")
-		}
+	publishing, err := p.Refs.PublishingCommits(ctx, app)
+	if err != nil {
+		return f, err
+	}
+	for c := range publishing {
+		Add(f.Used, c, "a publish of it under way")
 	}
 	return f, nil
 }
