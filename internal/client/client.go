@@ -5,15 +5,20 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
 
 	"github.com/uplinkhq/uplink/internal/api"
+	"github.com/uplinkhq/uplink/internal/version"
 )
 
 // Client calls one uplink's admin API.
@@ -31,6 +36,46 @@ func New(addr, token string) *Client {
 	return &Client{Base: strings.TrimRight(addr, "/"), Token: token, HTTP: &http.Client{Timeout: 0}}
 }
 
+// TrustCA makes c trust, besides the system's roots, the CA certificates
+// in pem: an https admin listener whose certificate a private CA signed.
+func (c *Client) TrustCA(pem []byte) error {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return errors.New("no PEM certificate in it")
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	c.HTTP.Transport = t
+	return nil
+}
+
+// Unreachable reports whether err means that no request reached the
+// server: the connection was refused or timed out, the name did not
+// resolve, or the TLS handshake failed (an untrusted certificate, TLS
+// spoken to a plain listener). An answer of the server is never that.
+func Unreachable(err error) bool {
+	var (
+		ae     *Error
+		op     *net.OpError
+		dns    *net.DNSError
+		verify *tls.CertificateVerificationError
+		header tls.RecordHeaderError
+		ua     x509.UnknownAuthorityError
+		host   x509.HostnameError
+	)
+	switch {
+	case err == nil, errors.As(err, &ae):
+		return false
+	case errors.As(err, &op) && op.Op == "dial", errors.As(err, &dns),
+		errors.As(err, &verify), errors.As(err, &header), errors.As(err, &ua), errors.As(err, &host):
+		return true
+	}
+	return false
+}
+
 // Error is every error answer of the API: its status and docs/api.md's
 // error body.
 type Error struct {
@@ -43,6 +88,8 @@ type Error struct {
 	Problems []api.Problem `json:"problems"`
 	// Omitted counts the problems the server left out of Problems.
 	Omitted int `json:"omitted"`
+	// UsedBy names what still uses what a 409 in_use refused to delete.
+	UsedBy []string `json:"used_by,omitempty"`
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (%d %s)", e.Message, e.Status, e.Code) }
@@ -74,6 +121,7 @@ func (c *Client) send(ctx context.Context, method, path, contentType string, bod
 		req.Header[k] = v
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("User-Agent", version.UserAgent())
 	if contentType != "" && body != nil {
 		req.Header.Set("Content-Type", contentType)
 	}
@@ -100,7 +148,7 @@ func readError(resp *http.Response) *Error {
 		}
 	}
 	e := body.Error
-	return &Error{Status: resp.StatusCode, Code: e.Code, Message: e.Message, Operation: e.Operation, Problems: e.Problems, Omitted: e.Omitted}
+	return &Error{Status: resp.StatusCode, Code: e.Code, Message: e.Message, Operation: e.Operation, Problems: e.Problems, Omitted: e.Omitted, UsedBy: e.UsedBy}
 }
 
 // do sends a request and decodes the JSON answer into out (nil to ignore

@@ -36,7 +36,7 @@ var (
 // with each state it sees, in order. When the stream breaks before the
 // operation ended (a restarted server, a proxy's timeout, a silent
 // connection), it asks for the operation afresh and reconnects; it gives
-// up when the server stays unreachable, answers with a client error (an
+// up at once when the server was never reached, when it stays unreachable, answers with a client error (an
 // unknown operation, a bad token), sends an event it cannot read, or
 // when ctx ends. On error it returns the last state seen, if any.
 func (c *Client) Watch(ctx context.Context, id string, fn func(*api.Operation)) (*api.Operation, error) {
@@ -53,8 +53,10 @@ func (c *Client) Watch(ctx context.Context, id string, fn func(*api.Operation)) 
 	st := &sseState{}
 	backoff := watchMinBackoff
 	var down time.Time // since when the server is unreachable
+	reached := false    // a server that never answered is not waited for
 	for {
 		events, err := c.stream(ctx, id, st, deliver)
+		reached = reached || events > 0 || (err != nil && !Unreachable(err))
 		if last != nil && last.State.Done() {
 			return last, nil
 		}
@@ -67,6 +69,8 @@ func (c *Client) Watch(ctx context.Context, id string, fn func(*api.Operation)) 
 		// The stream ended before the operation did: see where it is now.
 		op, gerr := c.Operation(ctx, id)
 		switch {
+		case !reached && Unreachable(gerr):
+			return last, gerr
 		case gerr == nil:
 			deliver(op)
 			if op.State.Done() {
