@@ -1,40 +1,42 @@
 package main
 
 import (
-	"fmt"
-	"io"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/uplinkhq/uplink/internal/api"
 )
 
-// cmdBuilds is `uplink builds <org>/<app> [--branch b]`.
-func cmdBuilds(args []string, stdout, stderr io.Writer) int {
+// buildsCmd is `uplink builds <org>/<app> [--branch b]` and `uplink
+// builds rm <org>/<app> <commit>`.
+func (c *cli) buildsCmd() *cobra.Command {
 	var branch string
 	var limit int
-	fs, cf := newAPIFlagSet("builds", "builds <org>/<app> [--branch b] [--limit n] [flags]")
-	fs.StringVar(&branch, "branch", "", "only this branch's history")
-	fs.IntVar(&limit, "limit", 20, "at most this many builds")
-	pos, code, ok := parseCommand(fs, args, stdout, stderr)
-	if !ok {
-		return code
+	cmd := &cobra.Command{
+		Use:   "builds <org>/<app> [--branch b] [--limit n]",
+		Short: "list builds, newest first",
+		Args:  exactArgs("<org>/<app>"),
 	}
-	if len(pos) != 1 {
-		return usageError(fs, stderr, fmt.Sprintf("want one argument, got %d", len(pos)))
-	}
-	ctx, c, stop, err := cf.connect()
-	if err != nil {
-		return fail(stderr, err)
-	}
-	defer stop()
-	list, err := c.Builds(ctx, pos[0], branch, limit)
-	if err != nil {
-		return fail(stderr, err)
-	}
-	printList(stdout, cf.json, "builds", list, "COMMIT\tBRANCH\tTAGS\tARCHS\tPUBLISHED\tMESSAGE", func(b api.Build) []string {
-		return []string{short(b.Commit), b.Branch, strings.Join(b.Tags, ","), strings.Join(b.Archs, ","),
-			b.PublishedAt.Local().Format(time.DateTime), firstLine(b.Message)}
+	cmd.RunE = c.runs(func(cmd *cobra.Command, args []string) int {
+		ctx, cl, stop, err := c.g.connect()
+		if err != nil {
+			return fail(c.stderr, err)
+		}
+		defer stop()
+		list, err := cl.Builds(ctx, args[0], branch, limit)
+		if err != nil {
+			return fail(c.stderr, err)
+		}
+		printList(c.stdout, c.g.json, "builds", list, "COMMIT\tBRANCH\tTAGS\tARCHS\tPUBLISHED\tMESSAGE", func(b api.Build) []string {
+			return []string{short(b.Commit), b.Branch, strings.Join(b.Tags, ","), strings.Join(b.Archs, ","),
+				b.PublishedAt.Local().Format(time.DateTime), firstLine(b.Message)}
+		})
+		return 0
 	})
-	return 0
+	cmd.Flags().StringVar(&branch, "branch", "", "only this branch's history")
+	cmd.Flags().IntVar(&limit, "limit", 20, "at most this many builds")
+	cmd.AddCommand(c.buildsRmCmd())
+	return cmd
 }

@@ -8,70 +8,94 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/client"
 )
 
-// cmdChannel is `uplink channel <installation> --commit <sha> | --tag <t>
+// channelCmd is `uplink channel <installation> --commit <sha> | --tag <t>
 // | --branch <b>`: it changes the channel and follows the operation.
-func cmdChannel(args []string, stdout, stderr io.Writer) int {
+func (c *cli) channelCmd() *cobra.Command {
 	var to api.Channel
 	var noWait bool
-	fs, cf := newAPIFlagSet("channel", "channel <installation> --commit <sha> | --tag <t> | --branch <b> [flags]")
+	cmd := &cobra.Command{
+		Use:   "channel <installation> --commit <sha> | --tag <t> | --branch <b>",
+		Short: "change an installation's channel and follow the operation",
+		Args:  exactArgs("<installation>"),
+	}
+	cmd.RunE = c.runs(func(cmd *cobra.Command, args []string) int {
+		if why := oneRef(cmd); why != "" {
+			return c.usageError(cmd, why)
+		}
+		name := args[0]
+		ctx, cl, stop, err := c.g.connect()
+		if err != nil {
+			return fail(c.stderr, err)
+		}
+		defer stop()
+		op, err := cl.SetChannel(ctx, name, to)
+		if err != nil {
+			return c.refused(ctx, cl, name, err)
+		}
+		return c.followOrPrint(ctx, cl, op, noWait)
+	})
+	fs := cmd.Flags()
 	fs.StringVar(&to.Commit, "commit", "", "pin to this commit (a full SHA, or an abbreviation of at least 7 digits)")
 	fs.StringVar(&to.Tag, "tag", "", "pin to the commit this tag names now")
 	fs.StringVar(&to.Branch, "branch", "", "track this branch")
 	fs.BoolVar(&noWait, "no-wait", false, "print the operation's id (with --json: the operation) and return without following it")
-	pos, code, ok := parseCommand(fs, args, stdout, stderr)
-	if !ok {
-		return code
-	}
-	if len(pos) != 1 {
-		return usageError(fs, stderr, "name one installation")
-	}
+	return cmd
+}
+
+// oneRef says why the --commit, --tag and --branch of cmd do not name
+// exactly one ref, or "".
+func oneRef(cmd *cobra.Command) string {
 	var given, fromEnv []string
 	for _, f := range []string{"commit", "tag", "branch"} {
-		if fs.Lookup(f).Value.String() != "" {
+		if cmd.Flags().Lookup(f).Value.String() != "" {
 			given = append(given, "--"+f)
 			if _, set := os.LookupEnv(envName(f)); set {
 				fromEnv = append(fromEnv, envName(f))
 			}
 		}
 	}
-	if len(given) != 1 {
-		why := "give exactly one of --commit, --tag, --branch"
-		if len(given) > 1 {
-			why += " (got " + strings.Join(given, ", ")
-			if len(fromEnv) > 0 {
-				why += "; set in the environment: " + strings.Join(fromEnv, ", ")
-			}
-			why += ")"
+	if len(given) == 1 {
+		return ""
+	}
+	why := "give exactly one of --commit, --tag, --branch"
+	if len(given) > 1 {
+		why += " (got " + strings.Join(given, ", ")
+		if len(fromEnv) > 0 {
+			why += "; set in the environment: " + strings.Join(fromEnv, ", ")
 		}
-		return usageError(fs, stderr, why)
+		why += ")"
 	}
-	name := pos[0]
-	ctx, c, stop, err := cf.connect()
-	if err != nil {
-		return fail(stderr, err)
+	return why
+}
+
+// refused reports a change of installation name the server refused: a
+// busy installation names its running operation (exit 3).
+func (c *cli) refused(ctx context.Context, cl *client.Client, name string, err error) int {
+	var busy *client.Error
+	if errors.As(err, &busy) && busy.Busy() {
+		return busyError(ctx, cl, c.stderr, name, busy)
 	}
-	defer stop()
-	op, err := c.SetChannel(ctx, name, to)
-	if err != nil {
-		var busy *client.Error
-		if errors.As(err, &busy) && busy.Busy() {
-			return busyError(ctx, c, stderr, name, busy)
-		}
-		return fail(stderr, err)
+	return fail(c.stderr, err)
+}
+
+// followOrPrint follows op until it ends, or with noWait prints its id
+// (with --json: the operation) and returns.
+func (c *cli) followOrPrint(ctx context.Context, cl *client.Client, op *api.Operation, noWait bool) int {
+	if !noWait {
+		return follow(ctx, cl, op.ID, c.g.json, c.stdout, c.stderr)
 	}
-	if noWait {
-		if cf.json {
-			printJSON(stdout, op)
-		} else {
-			fmt.Fprintln(stdout, op.ID)
-		}
-		return 0
+	if c.g.json {
+		printJSON(c.stdout, op)
+	} else {
+		fmt.Fprintln(c.stdout, op.ID)
 	}
-	return follow(ctx, c, op.ID, cf.json, stdout, stderr)
+	return 0
 }
 
 // busyError reports that another operation of the installation runs.
@@ -88,9 +112,9 @@ func busyError(ctx context.Context, c *client.Client, stderr io.Writer, name str
 		}
 	}
 	if id == "" {
-		return fail(stderr, busy)
+		return fail(stderr, busy) // busy: exit 3
 	}
 	fmt.Fprintf(stderr, "uplink: installation %s is busy: operation %s is running\n", name, id)
 	fmt.Fprintf(stderr, "uplink: follow it with: uplink ops watch %s\n", id)
-	return 1
+	return exitBusy
 }

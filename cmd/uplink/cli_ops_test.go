@@ -657,20 +657,20 @@ func TestChannelNoWait(t *testing.T) {
 	}
 }
 
-// TestChannelBusy: a 409 names the running operation and exits 1, whether
-// the answer names it or the CLI has to look it up.
+// TestChannelBusy: a 409 names the running operation and exits 3 (busy),
+// whether the answer names it or the CLI has to look it up.
 func TestChannelBusy(t *testing.T) {
 	clearUplinkEnv(t)
 	f := newFakeAPI(t)
 	f.addOp(opStates("web.1", "web", testSteps, -1)[:2])
 	f.busy = "web.1"
 	_, stderr, code := runCmd(cmdChannel, f.args("web", "--commit", "bbbbbbb")...)
-	if code != 1 || !strings.Contains(stderr, "operation web.1 is running") || !strings.Contains(stderr, "uplink ops watch web.1") {
+	if code != 3 || !strings.Contains(stderr, "operation web.1 is running") || !strings.Contains(stderr, "uplink ops watch web.1") {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
 	f.busyMessage = "another operation is running"
 	_, stderr, code = runCmd(cmdChannel, f.args("web", "--commit", "bbbbbbb")...)
-	if code != 1 || !strings.Contains(stderr, "operation web.1 is running") {
+	if code != 3 || !strings.Contains(stderr, "operation web.1 is running") {
 		t.Fatalf("without the id in the message: exit %d, stderr:\n%s", code, stderr)
 	}
 
@@ -969,12 +969,16 @@ func TestRunDispatch(t *testing.T) {
 	defer null.Close()
 	defer func(f *os.File) { os.Stdout = f }(os.Stdout)
 	os.Stdout = null
+	var help bytes.Buffer
+	if code := execute([]string{"--help"}, &help, io.Discard); code != 0 {
+		t.Fatalf("uplink --help: exit %d", code)
+	}
 	for _, cmd := range []string{"installations", "channel", "ops", "history"} {
 		if code := run([]string{cmd, "-h"}); code != 0 {
 			t.Errorf("uplink %s -h: exit %d", cmd, code)
 		}
-		if !strings.Contains(usage, "uplink "+cmd) {
-			t.Errorf("the usage does not name %s", cmd)
+		if !strings.Contains(help.String(), "\n  "+cmd+" ") {
+			t.Errorf("the usage does not name %s:\n%s", cmd, help.String())
 		}
 	}
 }

@@ -86,6 +86,9 @@ func (l listFlag) String() string {
 	return strings.Join(*l.v, ",")
 }
 
+// Type names the value in pflag's usage.
+func (l listFlag) Type() string { return "list" }
+
 func (l listFlag) Set(v string) error {
 	for _, s := range strings.Split(v, ",") {
 		if s = strings.TrimSpace(s); s != "" {

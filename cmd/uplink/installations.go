@@ -1,46 +1,56 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/uplinkhq/uplink/internal/api"
 )
 
-// cmdInstallations is `uplink installations [name]`.
-func cmdInstallations(args []string, stdout, stderr io.Writer) int {
-	fs, cf := newAPIFlagSet("installations", "installations [<name>] [flags]")
-	pos, code, ok := parseCommand(fs, args, stdout, stderr)
-	if !ok {
-		return code
+// installationsCmd is `uplink installations [<name>]`, and its create
+// and rm.
+func (c *cli) installationsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "installations [<name>]",
+		Short: "list installations, or show one; create or remove one",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return errors.New("at most one installation name")
+			}
+			return nil
+		},
 	}
-	if len(pos) > 1 {
-		return usageError(fs, stderr, "at most one installation name")
-	}
-	ctx, c, stop, err := cf.connect()
-	if err != nil {
-		return fail(stderr, err)
-	}
-	defer stop()
-	if len(pos) == 1 {
-		v, err := c.Installation(ctx, pos[0])
+	cmd.RunE = c.runs(func(cmd *cobra.Command, args []string) int {
+		ctx, cl, stop, err := c.g.connect()
 		if err != nil {
-			return fail(stderr, err)
+			return fail(c.stderr, err)
 		}
-		printOne(stdout, cf.json, v, printInstallation)
+		defer stop()
+		if len(args) == 1 {
+			v, err := cl.Installation(ctx, args[0])
+			if err != nil {
+				return fail(c.stderr, err)
+			}
+			printOne(c.stdout, c.g.json, v, printInstallation)
+			return 0
+		}
+		list, err := cl.Installations(ctx)
+		if err != nil {
+			return fail(c.stderr, err)
+		}
+		printList(c.stdout, c.g.json, "installations", list, "NAME\tAPP\tPACKAGE\tCHANNEL\tCOMMIT\tREPOSITORY URL\tLAST OP\tLAST ATTEMPT",
+			func(v api.Installation) []string {
+				return []string{v.Name, v.App, v.Package, channelString(&v.Channel), orDash(short(v.ResolvedCommit)),
+					orDash(v.RepositoryURL), opSummary(v.LastOperation), attemptString(v.LastAttempt)}
+			})
 		return 0
-	}
-	list, err := c.Installations(ctx)
-	if err != nil {
-		return fail(stderr, err)
-	}
-	printList(stdout, cf.json, "installations", list, "NAME\tAPP\tPACKAGE\tCHANNEL\tCOMMIT\tREPOSITORY URL\tLAST OP\tLAST ATTEMPT",
-		func(v api.Installation) []string {
-			return []string{v.Name, v.App, v.Package, channelString(&v.Channel), orDash(short(v.ResolvedCommit)),
-				orDash(v.RepositoryURL), opSummary(v.LastOperation), attemptString(v.LastAttempt)}
-		})
-	return 0
+	})
+	cmd.AddCommand(c.installationsCreateCmd(), c.installationsRmCmd())
+	return cmd
 }
 
 // printInstallation shows one installation in detail.

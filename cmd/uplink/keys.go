@@ -7,61 +7,54 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/spf13/cobra"
+
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/internal/client"
 )
 
-// cmdKeys is `uplink keys add|list|rm`: the keys an app trusts, which
+// keysCmd is `uplink keys add|list|rm`: the keys an app trusts, which
 // publishes must be signed with and instances fetch from /keys/.
-func cmdKeys(args []string, stdout, stderr io.Writer) int {
+func (c *cli) keysCmd() *cobra.Command {
 	var name string
-	fs, cf := newAPIFlagSet("keys", "keys add <org>/<app> <file.rsa.pub> [--name <name>] | list <org>/<app> | rm <org>/<app> <name> [flags]\n\n"+
-		"  add    register a public key (PEM) the app's indexes are signed with; the name is the\n"+
-		"         file name apk looks it up by in /etc/apk/keys (default: the file's base name)\n"+
-		"  list   the app's keys\n"+
-		"  rm     remove a key")
-	fs.StringVar(&name, "name", "", "key name for add (default: the file's base name, as abuild installs it)")
-	sub, rest, code, ok := parseSubcommand(fs, args, stdout, stderr,
-		subcommand{"add", "<org>/<app> <file.rsa.pub>"}, subcommand{"list", "<org>/<app>"}, subcommand{"rm", "<org>/<app> <name>"})
-	if !ok {
-		return code
+	add := &cobra.Command{
+		Use: "add <org>/<app> <file.rsa.pub> [--name <name>]",
+		Short: "register a public key (PEM) the app's indexes are signed with; the name is the " +
+			"file name apk looks it up by in /etc/apk/keys (default: the file's base name)",
+		Args: exactArgs("<org>/<app> <file.rsa.pub>"),
 	}
-	app := rest[0]
-	if _, err := artifact.ParseApp(app); err != nil {
-		return fail(stderr, err)
-	}
-	var pem []byte
-	switch sub {
-	case "add":
-		var err error
-		if name, pem, err = readKey(rest[1], name); err != nil {
-			return fail(stderr, err)
+	add.Flags().StringVar(&name, "name", "", "key name (default: the file's base name, as abuild installs it)")
+	add.RunE = c.appRun(func(ctx context.Context, cl *client.Client, args []string) error {
+		name, pem, err := readKey(args[1], name)
+		if err != nil {
+			return err
 		}
-	case "rm":
-		name = rest[1]
-	}
-	ctx, c, stop, err := cf.connect()
-	if err != nil {
-		return fail(stderr, err)
-	}
-	defer stop()
-	switch sub {
-	case "add":
-		err = keysAdd(ctx, c, stdout, cf.json, app, name, pem)
-	case "rm":
-		err = c.DeleteKey(ctx, app, name)
-		if err == nil && !cf.json {
-			fmt.Fprintf(stdout, "removed key %s of %s\n", name, app)
+		return keysAdd(ctx, cl, c.stdout, c.g.json, args[0], name, pem)
+	})
+	list := &cobra.Command{Use: "list <org>/<app>", Short: "the app's keys", Args: exactArgs("<org>/<app>")}
+	list.RunE = c.appRun(func(ctx context.Context, cl *client.Client, args []string) error {
+		return keysList(ctx, cl, c.stdout, c.g.json, args[0])
+	})
+	rm := c.appCall("rm <org>/<app> <name>", "remove a key", func(ctx context.Context, cl *client.Client, a []string) (string, error) {
+		return fmt.Sprintf("removed key %s of %s", a[1], a[0]), cl.DeleteKey(ctx, a[0], a[1])
+	})
+	return c.parent("keys <command>", "the keys an app's indexes must be signed with", add, list, rm)
+}
+
+// appRun checks the <org>/<app> argument, connects and runs f; its error
+// is the command's failure.
+func (c *cli) appRun(f func(ctx context.Context, cl *client.Client, args []string) error) func(*cobra.Command, []string) error {
+	return c.apiRun(func(ctx context.Context, cl *client.Client, args []string) int {
+		if _, err := artifact.ParseApp(args[0]); err != nil {
+			return fail(c.stderr, err)
 		}
-	case "list":
-		err = keysList(ctx, c, stdout, cf.json, app)
-	}
-	if err != nil {
-		return fail(stderr, err)
-	}
-	return 0
+		if err := f(ctx, cl, args); err != nil {
+			return fail(c.stderr, err)
+		}
+		return 0
+	})
 }
 
 // readKey reads a public key file; the key is named name, else after the

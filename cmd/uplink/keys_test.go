@@ -14,15 +14,19 @@ import (
 	"github.com/uplinkhq/uplink/internal/server"
 )
 
-// inProcess starts a server in the test process and returns the flags
-// that point a command at it.
-func inProcess(t *testing.T) []string {
+// inProcess starts a server in the test process, its configuration
+// changed by each of opts, and returns the flags that point a command at
+// it.
+func inProcess(t *testing.T, opts ...func(*server.Config)) []string {
 	t.Helper()
 	const token = "keys-token-0123456789abcdef"
 	cfg := server.Config{
 		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", DataDir: t.TempDir(), Storage: "filesystem",
 		IndexCacheSize: 64 << 20, Retention: 20, AdminTokens: []string{token}, MaxUpload: 64 << 20,
 		RefCacheTTL: time.Second, ShutdownTimeout: 5 * time.Second,
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	srv, err := server.New(context.Background(), cfg, nil)
 	if err != nil {

@@ -1,53 +1,61 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/uplinkhq/uplink/internal/api"
+	"github.com/uplinkhq/uplink/internal/client"
 )
 
-// cmdOps is `uplink ops watch <id> | show <id> | list <installation>`.
-func cmdOps(args []string, stdout, stderr io.Writer) int {
-	fs, cf := newAPIFlagSet("ops", "ops watch <id> | show <id> | list <installation> [flags]\n\n"+
-		"  watch <id>            follow an operation until it ends (exit 1 if it fails)\n"+
-		"  show <id>             one operation: its steps and log\n"+
-		"  list <installation>   an installation's operations, newest first")
-	sub, rest, code, ok := parseSubcommand(fs, args, stdout, stderr,
-		subcommand{"watch", "<id>"}, subcommand{"show", "<id>"}, subcommand{"list", "<installation>"})
-	if !ok {
-		return code
-	}
-	ctx, c, stop, err := cf.connect()
-	if err != nil {
-		return fail(stderr, err)
-	}
-	defer stop()
-	switch sub {
-	case "watch":
-		return follow(ctx, c, rest[0], cf.json, stdout, stderr)
-	case "show":
-		op, err := c.Operation(ctx, rest[0])
-		if err != nil {
-			return fail(stderr, err)
-		}
-		printOne(stdout, cf.json, op, printOperation)
-		return 0
-	}
-	list, err := c.Operations(ctx, rest[0])
-	if err != nil {
-		return fail(stderr, err)
-	}
-	printList(stdout, cf.json, "operations", list, "ID\tKIND\tSTATE\tSTEPS\tFROM\tTO\tCOMMIT\tCREATED\tERROR", func(op *api.Operation) []string {
-		msg := firstLine(op.Error)
-		if len(msg) > 60 {
-			msg = msg[:57] + "..."
-		}
-		return []string{op.ID, string(op.Kind), string(op.State), fmt.Sprintf("%d/%d", op.Progress.Done, op.Progress.Total),
-			endpointString(op.From), endpointString(op.To), orDash(short(op.Commit)), localTime(op.CreatedAt), orDash(msg)}
+// opsCmd is `uplink ops watch <id> | show <id> | list <installation>`.
+func (c *cli) opsCmd() *cobra.Command {
+	watch := &cobra.Command{Use: "watch <id>", Short: "follow an operation until it ends (exit 1 if it fails)", Args: exactArgs("<id>")}
+	watch.RunE = c.apiRun(func(ctx context.Context, cl *client.Client, args []string) int {
+		return follow(ctx, cl, args[0], c.g.json, c.stdout, c.stderr)
 	})
-	return 0
+	show := &cobra.Command{Use: "show <id>", Short: "one operation: its steps and log", Args: exactArgs("<id>")}
+	show.RunE = c.apiRun(func(ctx context.Context, cl *client.Client, args []string) int {
+		op, err := cl.Operation(ctx, args[0])
+		if err != nil {
+			return fail(c.stderr, err)
+		}
+		printOne(c.stdout, c.g.json, op, printOperation)
+		return 0
+	})
+	list := &cobra.Command{Use: "list <installation>", Short: "an installation's operations, newest first", Args: exactArgs("<installation>")}
+	list.RunE = c.apiRun(func(ctx context.Context, cl *client.Client, args []string) int {
+		ops, err := cl.Operations(ctx, args[0])
+		if err != nil {
+			return fail(c.stderr, err)
+		}
+		printList(c.stdout, c.g.json, "operations", ops, "ID\tKIND\tSTATE\tSTEPS\tFROM\tTO\tCOMMIT\tCREATED\tERROR", func(op *api.Operation) []string {
+			msg := firstLine(op.Error)
+			if len(msg) > 60 {
+				msg = msg[:57] + "..."
+			}
+			return []string{op.ID, string(op.Kind), string(op.State), fmt.Sprintf("%d/%d", op.Progress.Done, op.Progress.Total),
+				endpointString(op.From), endpointString(op.To), orDash(short(op.Commit)), localTime(op.CreatedAt), orDash(msg)}
+		})
+		return 0
+	})
+	return c.parent("ops <command>", "follow, show or list operations", watch, show, list)
+}
+
+// apiRun connects and runs f, which returns the exit code.
+func (c *cli) apiRun(f func(ctx context.Context, cl *client.Client, args []string) int) func(*cobra.Command, []string) error {
+	return c.runs(func(cmd *cobra.Command, args []string) int {
+		ctx, cl, stop, err := c.g.connect()
+		if err != nil {
+			return fail(c.stderr, err)
+		}
+		defer stop()
+		return f(ctx, cl, args)
+	})
 }
 
 // printOperation shows one operation in detail.

@@ -1,13 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/ref"
@@ -15,49 +17,56 @@ import (
 	"github.com/uplinkhq/uplink/internal/client"
 )
 
-// cmdPublish uploads a built repository and publishes it; a refused
+// publishCmd uploads a built repository and publishes it; a refused
 // publish prints each problem and exits 1.
-func cmdPublish(args []string, stdout, stderr io.Writer) int {
+func (c *cli) publishCmd() *cobra.Command {
 	var req api.PublishRequest
 	var app string
-	fs, cf := newAPIFlagSet("publish", "publish <dir> --app <org>/<app> --commit <sha> --branch <b> [flags]")
+	cmd := &cobra.Command{
+		Use:   "publish <dir> --app <org>/<app> --commit <sha> --branch <b>",
+		Short: "upload a built repository (<dir>/<arch>/...) and publish it",
+		Args:  exactArgs("<dir>"),
+	}
+	cmd.RunE = c.runs(func(cmd *cobra.Command, args []string) int {
+		if err := validPublish(app, req); err != nil {
+			return fail(c.stderr, err)
+		}
+		files, err := repositoryFiles(args[0])
+		if err != nil {
+			return fail(c.stderr, err)
+		}
+		ctx, cl, stop, err := c.g.connect()
+		if err != nil {
+			return fail(c.stderr, err)
+		}
+		defer stop()
+		return c.publish(ctx, cl, app, req, files)
+	})
+	fs := cmd.Flags()
 	fs.StringVar(&app, "app", "", "the app, <org>/<app>")
 	fs.StringVar(&req.Commit, "commit", "", "full commit SHA of the build")
 	fs.StringVar(&req.Branch, "branch", "", "branch to move to the commit")
 	fs.Var(listFlag{&req.Tags}, "tag", "tags to move to the commit (comma-separated or repeated)")
 	fs.StringVar(&req.Message, "message", "", "commit message")
 	fs.StringVar(&req.Author, "author", "", "commit author")
-	pos, code, ok := parseCommand(fs, args, stdout, stderr)
-	if !ok {
-		return code
-	}
-	if len(pos) != 1 {
-		return usageError(fs, stderr, fmt.Sprintf("want one argument, got %d", len(pos)))
-	}
-	if err := validPublish(app, req); err != nil {
-		return fail(stderr, err)
-	}
-	files, err := repositoryFiles(pos[0])
-	if err != nil {
-		return fail(stderr, err)
-	}
-	ctx, c, stop, err := cf.connect()
-	if err != nil {
-		return fail(stderr, err)
-	}
-	defer stop()
+	return cmd
+}
+
+// publish uploads files, then publishes them.
+func (c *cli) publish(ctx context.Context, cl *client.Client, app string, req api.PublishRequest, files []repoFile) int {
+	stdout, stderr := c.stdout, c.stderr
 	for _, f := range files {
-		if err := c.Upload(ctx, app, req.Commit, f.arch, f.name, f.path); err != nil {
+		if err := cl.Upload(ctx, app, req.Commit, f.arch, f.name, f.path); err != nil {
 			return fail(stderr, fmt.Errorf("uploading %s/%s: %w", f.arch, f.name, err))
 		}
-		if !cf.json {
+		if !c.g.json {
 			fmt.Fprintf(stdout, "uploaded %s/%s\n", f.arch, f.name)
 		}
 	}
-	build, err := c.Publish(ctx, app, req)
+	build, err := cl.Publish(ctx, app, req)
 	var ce *client.Error
 	if errors.As(err, &ce) && len(ce.Problems) > 0 {
-		if cf.json {
+		if c.g.json {
 			printJSON(stdout, map[string]any{"error": ce})
 		}
 		fmt.Fprintf(stderr, "uplink: publish refused (%s): %s %s is not published; its files can be fixed and uploaded again\n", ce.Code, app, req.Commit)
@@ -67,12 +76,12 @@ func cmdPublish(args []string, stdout, stderr io.Writer) int {
 		if ce.Omitted > 0 {
 			fmt.Fprintf(stderr, "  and %d more\n", ce.Omitted)
 		}
-		return 1
+		return exitFailed
 	}
 	if err != nil {
 		return fail(stderr, fmt.Errorf("publishing: %w", err))
 	}
-	if cf.json {
+	if c.g.json {
 		printJSON(stdout, build)
 	} else {
 		fmt.Fprintf(stdout, "published %s %s (archs %s) on branch %q\n", app, build.Commit, strings.Join(build.Archs, ","), req.Branch)
