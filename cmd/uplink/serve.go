@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,10 +8,8 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/uplinkhq/uplink/distribution"
@@ -284,40 +281,4 @@ func newLogger(level, format string) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
-}
-
-func serve(args []string) int {
-	cfg := defaultConfig()
-	var logLevel, logFormat string
-	fs := serveFlags(&cfg, &logLevel, &logFormat)
-	pos, err := parse(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		return fail(os.Stderr, err)
-	}
-	if len(pos) > 0 {
-		return fail(os.Stderr, fmt.Errorf("serve takes no arguments, got %q", pos))
-	}
-	if err := validate(&cfg, logLevel, logFormat); err != nil {
-		fmt.Fprintln(os.Stderr, "uplink: invalid configuration:")
-		for _, line := range strings.Split(err.Error(), "\n") {
-			fmt.Fprintln(os.Stderr, "  -", line)
-		}
-		return 2
-	}
-	log := newLogger(logLevel, logFormat)
-	slog.SetDefault(log)
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	srv, err := server.New(ctx, cfg, log)
-	if err != nil {
-		return fail(os.Stderr, err)
-	}
-	if err := srv.Run(ctx); err != nil {
-		return fail(os.Stderr, err)
-	}
-	return 0
 }
