@@ -81,6 +81,9 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.BoolVar(&cfg.IncusProxyDistribution, "incus-proxy-distribution", false, "give every instance a proxy device to this uplink's distribution listener (uplink on the instances' host, no network path)")
 	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", rollout.DefaultReconcileInterval, "how often instances are compared with their installations' channels")
 	fs.BoolVar(&cfg.AllowIncusLeases, "allow-incus-leases", false, "admit distribution clients only from addresses leased in the Incus project of an installation of the app")
+	fs.Var(listFlag{&cfg.NotifyURLs}, "notify-url", "POST a JSON event on every publish and operation start and end to this URL (repeatable or comma-separated); queued in storage, delivered at least once")
+	fs.StringVar(&cfg.NotifySecret, "notify-secret", "", "sign every --notify-url delivery: X-Uplink-Signature: sha256=<hex HMAC-SHA256 of the body with this key>")
+	fs.DurationVar(&cfg.NotifyTimeout, "notify-timeout", 10*time.Second, "bound on each --notify-url delivery; a slower receiver is retried with backoff")
 	fs.StringVar(logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(logFormat, "log-format", "text", "text or json")
 	return fs

@@ -56,6 +56,14 @@ type Config struct {
 	// TempDir spools uploads (os.TempDir() when empty).
 	TempDir string
 	Logger  *slog.Logger
+	// Events hears of every completed publish (notify queues it for
+	// webhooks); may be nil. It must return quickly.
+	Events PublishEvents
+}
+
+// PublishEvents is told of completed publishes.
+type PublishEvents interface {
+	Published(ctx context.Context, p ref.Published)
 }
 
 // API serves /api/v1.

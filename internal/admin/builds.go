@@ -98,6 +98,9 @@ func (a *API) AfterPublish(ctx context.Context, p ref.Published) {
 		a.cfg.Cache.Prime(ctx, p.App, append([]string{req.Branch}, req.Tags...)...)
 	}
 	a.log.Info("published", "app", p.App.String(), "commit", p.Build.Commit, "branch", req.Branch, "tags", req.Tags, "recovered", p.Recovered)
+	if a.cfg.Events != nil {
+		a.cfg.Events.Published(ctx, p)
+	}
 	if p.Branch != "" && a.cfg.Installations != nil {
 		if err := a.cfg.Installations.OnPublish(ctx, p.App, p.Branch, p.Build.Commit); err != nil {
 			a.log.Error("publish: could not start upgrades of the installations tracking the branch", "app", p.App.String(), "branch", p.Branch, "err", err)

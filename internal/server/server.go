@@ -30,6 +30,7 @@ import (
 	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/instance/rollout"
 	"github.com/uplinkhq/uplink/internal/admin"
+	"github.com/uplinkhq/uplink/internal/notify"
 	"github.com/uplinkhq/uplink/storage"
 	"github.com/uplinkhq/uplink/storage/s3"
 )
@@ -136,6 +137,16 @@ type Config struct {
 	// Zero takes distribution's default.
 	StorageTimeout time.Duration
 	MaxRanges      int
+
+	// NotifyURLs each get a JSON event on every publish and operation
+	// start and end (internal/notify), signed with NotifySecret when set,
+	// each POST bounded by NotifyTimeout. NotifyGrace and NotifyRetry
+	// tune takeover and retries; zero takes notify's defaults.
+	NotifyURLs    []string
+	NotifySecret  string
+	NotifyTimeout time.Duration
+	NotifyGrace   time.Duration
+	NotifyRetry   notify.Retry
 }
 
 // TokenFile is where a generated admin token is kept, inside DataDir.
@@ -166,6 +177,8 @@ type Server struct {
 
 	// presigner is the driver's (unwrapped) with S3Redirect, else nil.
 	presigner storage.Presigner
+	// notifier is nil without NotifyURLs.
+	notifier *notify.Notifier
 }
 
 func newEcho(log *slog.Logger, accessLog bool) *echo.Echo {
@@ -314,7 +327,15 @@ func (s *Server) Start(ctx context.Context) error {
 	cancelSweep()
 	go s.sweeper.Run(runCtx)
 	s.done = make(chan struct{})
-	go func() { defer close(s.done); s.engine.Run(runCtx) }()
+	go func() {
+		defer close(s.done)
+		var wg sync.WaitGroup
+		if s.notifier != nil {
+			wg.Go(func() { s.notifier.Run(runCtx) })
+		}
+		s.engine.Run(runCtx)
+		wg.Wait()
+	}()
 	if s.reconciler != nil {
 		go s.reconciler.Run(runCtx)
 	}

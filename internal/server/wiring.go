@@ -30,6 +30,8 @@ import (
 	"github.com/uplinkhq/uplink/instance/rollout"
 	"github.com/uplinkhq/uplink/internal/admin"
 	"github.com/uplinkhq/uplink/internal/console"
+	"github.com/uplinkhq/uplink/internal/notify"
+	"github.com/uplinkhq/uplink/internal/version"
 	"github.com/uplinkhq/uplink/storage"
 	"github.com/uplinkhq/uplink/storage/filesystem"
 	"github.com/uplinkhq/uplink/storage/s3"
@@ -72,6 +74,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		LoadTimeout: cfg.StorageTimeout,
 	})
 	keys := distribution.NewKeys(drv)
+	if s.notifier, err = notify.New(notify.Config{
+		URLs: cfg.NotifyURLs, Secret: cfg.NotifySecret, Timeout: cfg.NotifyTimeout, Grace: cfg.NotifyGrace, Retry: cfg.NotifyRetry,
+		UserAgent: version.UserAgent(), Storage: drv, Logger: log, Registerer: reg,
+	}); err != nil {
+		return nil, err
+	}
 
 	inst, err := s.instances(ctx, keys, reg)
 	if err != nil {
@@ -163,7 +171,7 @@ func (s *Server) instances(ctx context.Context, keys *distribution.Keys, reg pro
 	wake := operation.NewWakeup()
 	out.installations = instance.New(instance.Config{
 		Storage: s.store, Refs: s.refs, Resolver: s.cache, DistributionURL: cfg.DistributionURL, DefaultProject: cfg.IncusProject,
-		Wakeup: wake, Observer: observer, Keys: keys,
+		Wakeup: wake, Observer: observer, Keys: keys, Events: s.notifier,
 	})
 	if c != nil {
 		s.reconciler = &rollout.Reconciler{Observer: obs, Installations: out.installations, Interval: cfg.ReconcileInterval, Logger: log}
@@ -247,6 +255,7 @@ func (s *Server) adminAPI(keys *distribution.Keys, installations *instance.Servi
 	api := admin.New(admin.Config{
 		Storage: s.store, Refs: s.refs, Cache: s.cache, Installations: installations, Tokens: tokens, MaxUpload: cfg.MaxUpload,
 		TempDir: cfg.DataDir, Logger: s.log, Keys: keys, Validator: &distribution.Validator{Storage: s.store, Keys: keys},
+		Events: s.notifier,
 	})
 	e.HTTPErrorHandler = api.ErrorHandler
 	s.sweeper = &admin.Sweeper{Refs: s.refs, PublishGrace: cfg.PublishGrace, SpoolDir: cfg.DataDir, SpoolMaxAge: cfg.SpoolMaxAge,
