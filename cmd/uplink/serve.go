@@ -15,6 +15,7 @@ import (
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/cache"
 	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/distribution/retention"
 	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/instance/rollout"
 	"github.com/uplinkhq/uplink/internal/admin"
@@ -56,6 +57,10 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.SpoolMaxAge, "spool-max-age", admin.DefaultSpoolMaxAge, "upload spool files in --data-dir left by a crash are removed once untouched this long")
 	fs.DurationVar(&cfg.MultipartMaxAge, "s3-multipart-max-age", admin.DefaultMultipartMaxAge, "S3 multipart uploads under deployments/ and meta/ never completed are aborted once this old")
 	fs.DurationVar(&cfg.SweepInterval, "sweep-interval", admin.DefaultSweepInterval, "how often interrupted publishes, spool files and multipart uploads are looked for (and at start)")
+	fs.IntVar(&cfg.KeepBuilds, "keep-builds", retention.DefaultKeepBuilds, "retention: the newest builds of each branch that a prune keeps (an app's PATCH retention overrides it)")
+	fs.DurationVar(&cfg.KeepAge, "keep-age", retention.DefaultKeepAge, "retention: a prune keeps every build younger than this")
+	fs.IntVar(&cfg.KeepOperations, "keep-operations", retention.DefaultKeepOperations, "retention: a prune keeps the commits of each installation's newest operations (targets and origins)")
+	fs.DurationVar(&cfg.PruneInterval, "prune-interval", retention.DefaultInterval, "how often every app is pruned by its retention policy, on one replica at a time; 0: only on request")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight downloads may take to finish")
 	fs.DurationVar(&cfg.DrainDelay, "drain-delay", server.DefaultDrainDelay, "on SIGTERM, how long to keep serving with /readyz answering 503 before the listeners close, for a load balancer to notice")
 	fs.Var(sizeFlag{&cfg.MaxHeaderBytes}, "max-header-bytes", "largest request line and headers on both listeners; beyond it the answer is 431")
@@ -266,6 +271,9 @@ func (p *problems) publishing(cfg *server.Config) {
 	}
 	if cfg.Retention < 1 || cfg.Retention > 1000 {
 		p.bad("--retention must be from 1 to 1000")
+	}
+	if cfg.KeepBuilds < 0 || cfg.KeepAge < 0 || cfg.KeepOperations < 0 || cfg.PruneInterval < 0 || cfg.PruneInterval > 0 && cfg.PruneInterval < time.Minute {
+		p.bad("--keep-builds, --keep-age and --keep-operations must not be negative, --prune-interval 0 or at least 1m")
 	}
 }
 

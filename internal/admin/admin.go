@@ -21,6 +21,7 @@ import (
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/artifact"
 	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/distribution/retention"
 	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/internal/api"
 	"github.com/uplinkhq/uplink/storage"
@@ -53,6 +54,9 @@ type Config struct {
 	Tokens []string
 	// MaxUpload bounds one uploaded artifact file.
 	MaxUpload int64
+	// Retention deletes builds and prunes apps; nil: one with the
+	// default policy, on this Config's refs, keys and installations.
+	Retention *retention.Pruner
 	// TempDir spools uploads (os.TempDir() when empty).
 	TempDir string
 	Logger  *slog.Logger
@@ -108,6 +112,11 @@ func (a *API) routes() []route {
 		{http.MethodPost, "/apps/:org/:app/builds", a.publish},
 		{http.MethodGet, "/apps/:org/:app/builds", a.listBuilds},
 		{http.MethodGet, "/apps/:org/:app/refs", a.listRefs},
+		{http.MethodDelete, "/apps/:org/:app/builds/:commit", a.deleteBuild},
+		{http.MethodDelete, "/apps/:org/:app/branches/:branch", a.deleteBranch},
+		{http.MethodPut, "/apps/:org/:app/tags/:tag", a.putTag},
+		{http.MethodDelete, "/apps/:org/:app/tags/:tag", a.deleteTag},
+		{http.MethodPost, "/apps/:org/:app/prune", a.prune},
 
 		{http.MethodGet, "/installations", a.listInstallations},
 		{http.MethodGet, "/installations/:name", a.getInstallation},

@@ -95,7 +95,7 @@ func apiKey(k distribution.KeyInfo) api.Key {
 }
 
 func apiApp(app artifact.App, s distribution.AppSettings) api.App {
-	return api.App{App: app.String(), AllowUnsigned: s.AllowUnsigned, Keys: mapSlice(s.Infos(), apiKey)}
+	return api.App{App: app.String(), AllowUnsigned: s.AllowUnsigned, Keys: mapSlice(s.Infos(), apiKey), Retention: apiRetention(s.Retention)}
 }
 
 func apiBuild(b ref.Build) api.Build {

@@ -49,6 +49,8 @@ var errorKinds = []errorKind{
 	{as[*instance.BusyError], http.StatusConflict, api.CodeOperationRunning, busyDetail},
 	{as[*instance.UnusableError], http.StatusUnprocessableEntity, "unusable", nil},
 	{as[*ref.AmbiguousError], http.StatusConflict, "ambiguous_ref", nil},
+	{as[*ref.InUseError], http.StatusConflict, api.CodeInUse, inUseDetail},
+	{as[*ref.DeletingError], http.StatusConflict, "deleting", nil},
 	{is(ref.ErrNotFound), http.StatusNotFound, api.CodeNotFound, nil},
 	{is(instance.ErrNotFound), http.StatusNotFound, api.CodeNotFound, nil},
 	{is(artifact.ErrInvalid), http.StatusBadRequest, api.CodeInvalid, nil},

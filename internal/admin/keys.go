@@ -2,8 +2,6 @@ package admin
 
 import (
 	"net/http"
-	"net/url"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -17,15 +15,9 @@ import (
 // the decoded one otherwise, so the name is taken from the escaped path
 // and unescaped once, here.
 func keyParams(c echo.Context) (artifact.App, string, error) {
-	app, err := appParam(c)
+	app, name, err := refParams(c, "key name")
 	if err != nil {
 		return app, "", err
-	}
-	p := c.Request().URL.EscapedPath()
-	seg := p[strings.LastIndexByte(p, '/')+1:]
-	name, err := url.PathUnescape(seg)
-	if err != nil {
-		return app, "", errorf(http.StatusBadRequest, "invalid", "key name %q: bad percent-encoding", seg)
 	}
 	return app, name, distribution.ValidKeyName("key name", name)
 }
@@ -63,8 +55,14 @@ func (a *API) patchApp(c echo.Context) error {
 	if err := decode(c, &p); err != nil {
 		return err
 	}
+	if p.AllowUnsigned == nil && p.Retention == nil {
+		return errorf(http.StatusBadRequest, "invalid", `nothing to change: give {"allow_unsigned": true|false} or {"retention": {...}}`)
+	}
+	if err := a.setRetention(c.Request().Context(), app, p.Retention); err != nil {
+		return err
+	}
 	if p.AllowUnsigned == nil {
-		return errorf(http.StatusBadRequest, "invalid", `nothing to change: give {"allow_unsigned": true|false}`)
+		return a.getApp(c)
 	}
 	s, err := a.cfg.Keys.SetAllowUnsigned(c.Request().Context(), app, *p.AllowUnsigned)
 	if err != nil {

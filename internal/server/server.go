@@ -27,6 +27,7 @@ import (
 
 	"github.com/uplinkhq/uplink/distribution/cache"
 	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/distribution/retention"
 	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/instance/rollout"
 	"github.com/uplinkhq/uplink/internal/admin"
@@ -85,6 +86,12 @@ type Config struct {
 	SpoolMaxAge     time.Duration
 	MultipartMaxAge time.Duration
 	SweepInterval   time.Duration
+
+	// The server's retention policy (retention.Policy: an app's own
+	// settings override each field) and how often every app is pruned,
+	// on one replica at a time (0: only on request).
+	KeepBuilds, KeepOperations int
+	KeepAge, PruneInterval     time.Duration
 
 	ShutdownTimeout time.Duration
 	AccessLog       bool
@@ -172,6 +179,7 @@ type Server struct {
 
 	reconciler *rollout.Reconciler
 	sweeper    *admin.Sweeper
+	pruner     *retention.Pruner
 	httpm      *httpMetrics
 	draining   atomic.Bool
 
@@ -326,6 +334,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.sweeper.Sweep(sweepCtx)
 	cancelSweep()
 	go s.sweeper.Run(runCtx)
+	go s.pruner.Run(runCtx)
 	s.done = make(chan struct{})
 	go func() {
 		defer close(s.done)

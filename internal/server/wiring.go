@@ -24,6 +24,7 @@ import (
 	"github.com/uplinkhq/uplink/distribution"
 	"github.com/uplinkhq/uplink/distribution/cache"
 	"github.com/uplinkhq/uplink/distribution/ref"
+	"github.com/uplinkhq/uplink/distribution/retention"
 	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/instance/incus"
 	"github.com/uplinkhq/uplink/instance/operation"
@@ -252,12 +253,17 @@ func (s *Server) adminAPI(keys *distribution.Keys, installations *instance.Servi
 		return nil, err
 	}
 	e := newEcho(s.log, true)
+	s.pruner = &retention.Pruner{Refs: s.refs, Keys: keys, Cache: s.cache, Storage: s.store, Interval: cfg.PruneInterval,
+		Default: retention.Policy{KeepBuilds: cfg.KeepBuilds, KeepAge: cfg.KeepAge, KeepOperations: cfg.KeepOperations},
+		Holder:  s.engine.Holder(), Logger: s.log}
+	s.pruner.Register(reg)
 	api := admin.New(admin.Config{
 		Storage: s.store, Refs: s.refs, Cache: s.cache, Installations: installations, Tokens: tokens, MaxUpload: cfg.MaxUpload,
 		TempDir: cfg.DataDir, Logger: s.log, Keys: keys, Validator: &distribution.Validator{Storage: s.store, Keys: keys},
-		Events: s.notifier,
+		Events: s.notifier, Retention: s.pruner,
 	})
 	e.HTTPErrorHandler = api.ErrorHandler
+	s.pruner.Installations = admin.Usage(installations)
 	s.sweeper = &admin.Sweeper{Refs: s.refs, PublishGrace: cfg.PublishGrace, SpoolDir: cfg.DataDir, SpoolMaxAge: cfg.SpoolMaxAge,
 		Multipart: multipart, MultipartMaxAge: cfg.MultipartMaxAge, Interval: cfg.SweepInterval, Logger: s.log}
 	api.Register(e)
