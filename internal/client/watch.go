@@ -53,7 +53,7 @@ func (c *Client) Watch(ctx context.Context, id string, fn func(*api.Operation)) 
 	st := &sseState{}
 	backoff := watchMinBackoff
 	var down time.Time // since when the server is unreachable
-	reached := false    // a server that never answered is not waited for
+	reached := false   // a server that never answered is not waited for
 	for {
 		events, err := c.stream(ctx, id, st, deliver)
 		reached = reached || events > 0 || (err != nil && !Unreachable(err))
