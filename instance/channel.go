@@ -104,6 +104,10 @@ func (s *Service) changeChannel(ctx context.Context, r *Record, to *operation.En
 	from := s.running(ctx, r)
 	op := r.newOp(operation.KindChangeChannel, from, to, now)
 	r.History = slices.Insert(r.History, 0, HistoryEntry{From: chanOf(from), To: ChannelOf(*to), Commit: to.Resolved, At: now, Operation: op.ID, Result: op.State})
+	// The history keeps the newest entries only, so the record stays small.
+	if len(r.History) > s.cfg.KeepHistory {
+		r.History = r.History[:s.cfg.KeepHistory]
+	}
 	return op, nil
 }
 

@@ -139,8 +139,15 @@ func (r *Record) newOp(kind operation.Kind, from, to *operation.Endpoint, now ti
 
 // archive moves finished operations beyond KeepOperations to their own
 // objects. They are written before they leave the record, so a crash in
-// between leaves a copy in both places, never in neither.
+// between leaves a copy in both places, never in neither. Once it wrote
+// one, it trims the archive to the newest KeepHistory.
 func (s *Service) archive(ctx context.Context, r *Record) error {
+	wrote := false
+	defer func() {
+		if wrote {
+			s.trimArchive(ctx, r.Name)
+		}
+	}()
 	for len(r.Operations) > KeepOperations {
 		op := r.Operations[len(r.Operations)-1]
 		if !op.State.Done() {
@@ -155,8 +162,32 @@ func (s *Service) archive(ctx context.Context, r *Record) error {
 			return err
 		}
 		r.Operations = r.Operations[:len(r.Operations)-1]
+		wrote = true
 	}
 	return nil
+}
+
+// maxTrim bounds the deletes of one trimArchive, so an archive grown
+// before a limit existed shrinks over several archives instead of
+// holding up one operation.
+const maxTrim = 100
+
+// trimArchive deletes name's archived operations older than the newest
+// KeepHistory. A failure is only logged: the operation goes on, and the
+// next archive lists again and retries.
+func (s *Service) trimArchive(ctx context.Context, name string) {
+	infos, err := s.d.List(ctx, archivePrefix(name))
+	if err != nil {
+		s.cfg.Logger.Warn("listing archived operations to trim", "installation", name, "err", err)
+		return
+	}
+	// Keys sort by zero-padded sequence: the oldest come first.
+	old := infos[:max(0, len(infos)-s.cfg.KeepHistory)]
+	for _, info := range old[:min(len(old), maxTrim)] {
+		if err := s.d.Delete(ctx, info.Key); err != nil {
+			s.cfg.Logger.Warn("deleting an archived operation past --keep-history", "key", info.Key, "err", err)
+		}
+	}
 }
 
 // readArchived reads an operation archive moved out of its record.

@@ -2,6 +2,7 @@ package instance
 
 import (
 	"context"
+	"log/slog"
 
 	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/instance/operation"
@@ -11,6 +12,12 @@ import (
 // KeepOperations is how many finished operations stay in an
 // installation's record; older ones move to their own objects.
 const KeepOperations = 20
+
+// DefaultKeepHistory and MinKeepHistory bound Config.KeepHistory.
+const (
+	DefaultKeepHistory = 1000
+	MinKeepHistory     = 10
+)
 
 // Config wires a Service.
 type Config struct {
@@ -35,6 +42,13 @@ type Config struct {
 	Keys KeyLookup
 	// Events hears operations start and end; may be nil.
 	Events OperationEvents
+	// KeepHistory is how many channel-history entries, and how many
+	// archived operations, each installation keeps (the newest);
+	// DefaultKeepHistory when zero.
+	KeepHistory int
+	// Logger reports clean-up that failed and is retried later;
+	// slog.Default() when nil.
+	Logger *slog.Logger
 }
 
 // OperationEvents is told, once the journal recorded it, that an
@@ -59,6 +73,12 @@ type Service struct {
 
 // New returns a Service.
 func New(cfg Config) *Service {
+	if cfg.KeepHistory <= 0 {
+		cfg.KeepHistory = DefaultKeepHistory
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	return &Service{cfg: cfg, d: cfg.Storage, unfinished: &unfinishedIndex{d: cfg.Storage}}
 }
 

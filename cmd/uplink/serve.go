@@ -16,6 +16,7 @@ import (
 	"github.com/uplinkhq/uplink/distribution/cache"
 	"github.com/uplinkhq/uplink/distribution/ref"
 	"github.com/uplinkhq/uplink/distribution/retention"
+	"github.com/uplinkhq/uplink/instance"
 	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/instance/rollout"
 	"github.com/uplinkhq/uplink/internal/admin"
@@ -60,6 +61,7 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.IntVar(&cfg.KeepBuilds, "keep-builds", retention.DefaultKeepBuilds, "retention: the newest builds of each branch that a prune keeps (an app's PATCH retention overrides it)")
 	fs.DurationVar(&cfg.KeepAge, "keep-age", retention.DefaultKeepAge, "retention: a prune keeps every build younger than this")
 	fs.IntVar(&cfg.KeepOperations, "keep-operations", retention.DefaultKeepOperations, "retention: a prune keeps the commits of each installation's newest operations (targets and origins)")
+	fs.IntVar(&cfg.KeepHistory, "keep-history", instance.DefaultKeepHistory, "each installation keeps its newest channel-history entries and archived operations, this many of each")
 	fs.DurationVar(&cfg.PruneInterval, "prune-interval", retention.DefaultInterval, "how often every app is pruned by its retention policy, on one replica at a time; 0: only on request")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight downloads may take to finish")
 	fs.DurationVar(&cfg.DrainDelay, "drain-delay", server.DefaultDrainDelay, "on SIGTERM, how long to keep serving with /readyz answering 503 before the listeners close, for a load balancer to notice")
@@ -274,6 +276,9 @@ func (p *problems) publishing(cfg *server.Config) {
 	}
 	if cfg.KeepBuilds < 0 || cfg.KeepAge < 0 || cfg.KeepOperations < 0 || cfg.PruneInterval < 0 || cfg.PruneInterval > 0 && cfg.PruneInterval < time.Minute {
 		p.bad("--keep-builds, --keep-age and --keep-operations must not be negative, --prune-interval 0 or at least 1m")
+	}
+	if cfg.KeepHistory < instance.MinKeepHistory {
+		p.bad("--keep-history must be at least %d", instance.MinKeepHistory)
 	}
 }
 

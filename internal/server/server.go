@@ -92,6 +92,9 @@ type Config struct {
 	// on one replica at a time (0: only on request).
 	KeepBuilds, KeepOperations int
 	KeepAge, PruneInterval     time.Duration
+	// KeepHistory bounds each installation's channel history and its
+	// archived operations (instance.Config.KeepHistory).
+	KeepHistory int
 
 	ShutdownTimeout time.Duration
 	AccessLog       bool

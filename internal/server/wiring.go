@@ -172,7 +172,7 @@ func (s *Server) instances(ctx context.Context, keys *distribution.Keys, reg pro
 	wake := operation.NewWakeup()
 	out.installations = instance.New(instance.Config{
 		Storage: s.store, Refs: s.refs, Resolver: s.cache, DistributionURL: cfg.DistributionURL, DefaultProject: cfg.IncusProject,
-		Wakeup: wake, Observer: observer, Keys: keys, Events: s.notifier,
+		Wakeup: wake, Observer: observer, Keys: keys, Events: s.notifier, KeepHistory: cfg.KeepHistory, Logger: log,
 	})
 	if c != nil {
 		s.reconciler = &rollout.Reconciler{Observer: obs, Installations: out.installations, Interval: cfg.ReconcileInterval, Logger: log}
