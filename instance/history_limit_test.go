@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -58,18 +61,19 @@ func (e *env) changes(from, to int, a string) {
 	}
 }
 
-// archived lists the sequence numbers of web's archived operations.
-func (e *env) archived() []string {
+// archived lists the sequence numbers of web's archived operations,
+// oldest first.
+func (e *env) archived() []int {
 	e.t.Helper()
 	infos, err := e.drv.List(context.Background(), "meta/operations/web/")
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var out []string
-	for _, i := range infos {
-		out = append(out, strings.TrimLeft(strings.TrimPrefix(i.Key, "meta/operations/web/"), "0"))
+	seqs := make([]int, len(infos))
+	for i, info := range infos {
+		seqs[i], _ = strconv.Atoi(path.Base(info.Key))
 	}
-	return out
+	return seqs
 }
 
 // TestHistoryLimit: past --keep-history channel changes, the history
@@ -96,11 +100,11 @@ func TestHistoryLimit(t *testing.T) {
 	// The record keeps KeepOperations and the newest; the archive the
 	// keep before those.
 	newestArchived := n - instance.KeepOperations - 1
-	var want []string
+	var want []int
 	for seq := newestArchived - keep + 1; seq <= newestArchived; seq++ {
-		want = append(want, fmt.Sprint(seq))
+		want = append(want, seq)
 	}
-	if got := e.archived(); fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := e.archived(); !slices.Equal(got, want) {
 		t.Fatalf("archive holds %v, want %v", got, want)
 	}
 
@@ -147,7 +151,7 @@ func TestHistoryLimitDeleteFails(t *testing.T) {
 	d.failing.Store(false)
 	e.changes(n+1, n+1, a)
 	got := e.archived()
-	if len(got) != keep || got[len(got)-1] != fmt.Sprint(n+1-instance.KeepOperations-1) {
+	if len(got) != keep || got[len(got)-1] != n+1-instance.KeepOperations-1 {
 		t.Fatalf("after deletes work again the archive holds %v, want the newest %d", got, keep)
 	}
 }
