@@ -124,6 +124,7 @@ func TestValidate(t *testing.T) {
 		{"short redirect expiry", []string{"--s3-redirect-expiry", "59s"}, []string{"--s3-redirect-expiry must be from 1m to 1h"}},
 		{"long redirect expiry", []string{"--s3-redirect-expiry", "61m"}, []string{"--s3-redirect-expiry must be from 1m to 1h"}},
 		{"redirect without s3", []string{"--s3-redirect"}, []string{"--s3-redirect needs --storage s3"}},
+		{"tiny history", []string{"--keep-history", "9"}, []string{"--keep-history must be at least 10"}},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
@@ -178,6 +179,7 @@ func TestValidate(t *testing.T) {
 		{"--artifact-cache-size", "0", "--s3-redirect-expiry", "1m"},
 		{"--artifact-cache-size", "1MiB", "--s3-redirect-expiry", "1h"},
 		{"--storage", "s3", "--s3-endpoint", "127.0.0.1:9000", "--s3-bucket", "b", "--s3-redirect"},
+		{"--keep-history", "10"},
 	}
 	for _, args := range good {
 		cfg, level, format, err := parseServe(t, args...)
