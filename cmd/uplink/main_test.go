@@ -125,6 +125,7 @@ func TestValidate(t *testing.T) {
 		{"long redirect expiry", []string{"--s3-redirect-expiry", "61m"}, []string{"--s3-redirect-expiry must be from 1m to 1h"}},
 		{"redirect without s3", []string{"--s3-redirect"}, []string{"--s3-redirect needs --storage s3"}},
 		{"tiny history", []string{"--keep-history", "9"}, []string{"--keep-history must be at least 10"}},
+		{"notify url not http", []string{"--notify-url", "http://ok.example/hook", "--notify-url", "ftp://x/y"}, []string{`--notify-url "ftp://x/y": want http(s)://host[:port]/path`}},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {

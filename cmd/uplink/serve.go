@@ -20,6 +20,7 @@ import (
 	"github.com/uplinkhq/uplink/instance/operation"
 	"github.com/uplinkhq/uplink/instance/rollout"
 	"github.com/uplinkhq/uplink/internal/admin"
+	"github.com/uplinkhq/uplink/internal/notify"
 	"github.com/uplinkhq/uplink/internal/server"
 )
 
@@ -279,6 +280,11 @@ func (p *problems) publishing(cfg *server.Config) {
 	}
 	if cfg.KeepHistory < instance.MinKeepHistory {
 		p.bad("--keep-history must be at least %d", instance.MinKeepHistory)
+	}
+	for _, u := range cfg.NotifyURLs {
+		if err := notify.CheckURL(u); err != nil {
+			*p = append(*p, err)
+		}
 	}
 }
 

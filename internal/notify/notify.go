@@ -101,9 +101,9 @@ func New(cfg Config) (*Notifier, error) {
 		client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	seen := map[string]bool{}
 	for _, raw := range cfg.URLs {
-		u, err := url.Parse(raw)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("--notify-url %q: want http(s)://host[:port]/path", raw)
+		u, err := parseURL(raw)
+		if err != nil {
+			return nil, err
 		}
 		if !seen[raw] {
 			seen[raw] = true
@@ -225,4 +225,18 @@ func (n *Notifier) beat(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// CheckURL says why raw cannot be a --notify-url, or nil.
+func CheckURL(raw string) error {
+	_, err := parseURL(raw)
+	return err
+}
+
+func parseURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--notify-url %q: want http(s)://host[:port]/path", raw)
+	}
+	return u, nil
 }
