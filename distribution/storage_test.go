@@ -36,7 +36,7 @@ type s3Env struct {
 	proxy   *testenv.CutProxy
 	srv     *httptest.Server
 	reg     *prometheus.Registry
-	logs    *syncBuffer
+	logs    *testenv.Buffer
 	timeout time.Duration
 	commits []string // published, each with pkg and an index
 	pkg     []byte
@@ -61,7 +61,7 @@ func newS3Env(t *testing.T, timeout time.Duration, pkgSize int) *s3Env {
 		return d
 	}
 	env := &s3Env{gw: gw, proxy: testenv.StartCutProxy(t, gw.Endpoint), reg: prometheus.NewRegistry(),
-		logs: &syncBuffer{}, timeout: timeout}
+		logs: &testenv.Buffer{}, timeout: timeout}
 	direct, served := driver(gw.Endpoint), driver(env.proxy.Addr)
 
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -467,21 +467,4 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

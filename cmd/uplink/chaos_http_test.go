@@ -94,7 +94,7 @@ func serveBinary(t *testing.T, bin, dir string, env []string, args ...string) *s
 	cmd := exec.CommandContext(ctx, bin, append([]string{"serve"}, args...)...)
 	cmd.Dir, cmd.Env = dir, env
 	cmd.WaitDelay = 5 * time.Second
-	p := &serveProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &serveProc{cmd: cmd, stderr: &testenv.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr
 	if err := cmd.Start(); err != nil {
 		cancel()

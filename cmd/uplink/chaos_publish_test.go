@@ -28,6 +28,7 @@ import (
 	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/testenv"
 	"github.com/uplinkhq/uplink/storage/s3"
+	"github.com/uplinkhq/uplink/storage/s3/s3test"
 )
 
 // chaosPublishEnv is one data directory, Redis and S3 bucket that uplink
@@ -46,11 +47,7 @@ func newChaosPublishEnv(t *testing.T) *chaosPublishEnv {
 	rdb := testenv.StartRedis(t)
 	gw := testenv.StartS3(t)
 	bucket := gw.NewBucket(t)
-	store, err := s3.New(t.Context(), s3.Config{Endpoint: gw.Endpoint, Bucket: bucket, Region: gw.Region,
-		AccessKey: gw.AccessKey, SecretKey: gw.SecretKey, PathStyle: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := s3test.New(t, gw, bucket)
 	return &chaosPublishEnv{t: t, dataDir: t.TempDir(), gw: gw, bucket: bucket, store: store, key: apktest.NewKey(t), env: append(s3Env(gw, gw.Endpoint, bucket, rdb.Addr),
 		// An operation of a killed process is taken over within a second.
 		"UPLINK_OPERATION_LEASE=1s", "UPLINK_OPERATION_SCAN=200ms",

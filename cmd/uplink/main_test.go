@@ -385,24 +385,6 @@ func cliEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// lockedBuffer collects a running process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // runCLI runs the binary to completion in dir.
 func runCLI(t *testing.T, dir string, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
@@ -428,7 +410,7 @@ func runCLI(t *testing.T, dir string, env []string, args ...string) (stdout, std
 // serveProc is a running `uplink serve`.
 type serveProc struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testenv.Buffer
 	done   chan struct{}
 	err    error // of Wait, once done is closed
 }

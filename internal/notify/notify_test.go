@@ -25,7 +25,7 @@ import (
 	"github.com/uplinkhq/uplink/internal/testenv"
 	"github.com/uplinkhq/uplink/storage"
 	"github.com/uplinkhq/uplink/storage/filesystem"
-	"github.com/uplinkhq/uplink/storage/s3"
+	"github.com/uplinkhq/uplink/storage/s3/s3test"
 )
 
 const secret = "receiver-shared-secret"
@@ -175,12 +175,7 @@ func drivers(t *testing.T, fn func(t *testing.T, d storage.Driver)) {
 	t.Run("filesystem", func(t *testing.T) { fn(t, fsDriver(t)) })
 	t.Run("s3", func(t *testing.T) {
 		gw := testenv.StartS3(t)
-		d, err := s3.New(t.Context(), s3.Config{Endpoint: gw.Endpoint, Bucket: gw.NewBucket(t), Region: gw.Region,
-			AccessKey: gw.AccessKey, SecretKey: gw.SecretKey, PathStyle: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		fn(t, d)
+		fn(t, s3test.New(t, gw, gw.NewBucket(t)))
 	})
 }
 

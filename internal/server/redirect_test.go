@@ -7,37 +7,19 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/uplinkhq/uplink/internal/apktest"
 	"github.com/uplinkhq/uplink/internal/client"
 	"github.com/uplinkhq/uplink/internal/server"
+	"github.com/uplinkhq/uplink/internal/testenv"
 )
 
-// lockedBuffer collects log lines written from the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startLogged is start with the server's log (the access log too) kept.
-func startLogged(t *testing.T, cfg server.Config) (*node, *lockedBuffer) {
+func startLogged(t *testing.T, cfg server.Config) (*node, *testenv.Buffer) {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &testenv.Buffer{}
 	cfg.AccessLog = true
 	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
