@@ -347,6 +347,12 @@ func (c *Artifacts) start(ctx context.Context, hash string, fl *artifactFill, op
 	if err == nil && inner.Size <= c.max {
 		tmp, _ = os.CreateTemp(c.dir, artifactTemp+"*")
 	}
+	if tmp != nil && preallocate(tmp, inner.Size) != nil {
+		// No room for it: the clients read storage, as for a file too large.
+		tmp.Close()
+		os.Remove(tmp.Name())
+		tmp = nil
+	}
 	if tmp == nil {
 		fl.openErr = err
 		if err == nil {
@@ -366,15 +372,23 @@ func (c *Artifacts) start(ctx context.Context, hash string, fl *artifactFill, op
 	return pkg, nil
 }
 
+// preallocate reserves a fill's disk space before its first byte; a test
+// makes the disk full.
+var preallocate = fallocate
+
 // errNotFilled sends the clients waiting on a file that is not filled to
 // storage themselves.
 var errNotFilled = errors.New("artifact cache: not filled")
+
+// fillChunk bounds a fill's reads from storage, and so its writes: each
+// write to the file costs the file system a fixed price.
+const fillChunk = 256 << 10
 
 // fill copies the package into the temporary file, and renames it into
 // place when it has all the bytes storage said it has.
 func (c *Artifacts) fill(hash string, fl *artifactFill) {
 	inner := fl.pkg
-	buf := make([]byte, distribution.CopyBuffer)
+	buf := make([]byte, fillChunk)
 	sum := newContentSum()
 	var err error
 	var written int64

@@ -547,3 +547,28 @@ func fillAndHang(t *testing.T, dirs string) {
 	fmt.Println("filling")
 	time.Sleep(time.Hour)
 }
+
+// A disk without room for a file serves it from storage, caches nothing,
+// and leaves no temporary; with room again, the next read fills it.
+func TestArtifactsNoRoomServedFromStorage(t *testing.T) {
+	s := newArtifactStore(t, map[string]int{"a.apk": 200 << 10})
+	dir := t.TempDir()
+	c := newArtifacts(t, s, dir, 1<<20)
+	preallocate = func(*os.File, int64) error { return syscall.ENOSPC }
+	t.Cleanup(func() { preallocate = fallocate })
+	body, fromFile, err := get(t, c, "a.apk")
+	if err != nil || fromFile || !bytes.Equal(body, artifactBody("a.apk", 200<<10)) {
+		t.Fatalf("disk full: %d bytes, from a file %v, %v", len(body), fromFile, err)
+	}
+	if names := cachedFiles(t, dir); len(names) != 0 || c.lru.Len() != 0 {
+		t.Fatalf("left on a full disk: %v", names)
+	}
+	preallocate = fallocate
+	if body, _, err := get(t, c, "a.apk"); err != nil || len(body) != 200<<10 {
+		t.Fatalf("with room again: %d bytes, %v", len(body), err)
+	}
+	waitFilled(t, c, 1)
+	if _, fromFile, err := get(t, c, "a.apk"); err != nil || !fromFile {
+		t.Fatalf("not cached once there was room: from a file %v, %v", fromFile, err)
+	}
+}
