@@ -114,10 +114,11 @@ func TestRatioLine(t *testing.T) {
 	res := &results{rows: []row{
 		mb(coldRun, uplinkS3Cold, 4, 400), mb(coldRun, direct, 4, 1000),
 		mb(coldRun, uplinkS3Cold, 16, 850), mb(coldRun, direct, 16, 900),
+		mb(coldRun, nginxCache, 4, 300), mb(coldRun, nginxCache, 16, 200),
 		mb(redirectRun, uplinkS3Redirect, 4, 950), mb(redirectRun, direct, 4, 1000),
 		mb(redirectRun, uplinkS3Redirect, 16, 500), mb(redirectRun, direct, 16, 500),
 	}}
-	if got, want := b.ratioLine(res), "package_s3_cold_vs_direct=0.85 package_s3_redirect_vs_direct=0.95"; got != want {
+	if got, want := b.ratioLine(res), "package_s3_cold_vs_direct=0.85 nginx_cache_cold_vs_direct=0.30 package_s3_redirect_vs_direct=0.95"; got != want {
 		t.Errorf("ratio line %q, want %q", got, want)
 	}
 }

@@ -63,13 +63,13 @@ func (b *bench) storeSet(ctx context.Context, d storage.Driver) (*packageSet, er
 // cold downloads the package set from a fresh uplink-s3 whose artifact
 // cache is empty, and from versitygw.
 func (b *bench) cold(ctx context.Context) ([]row, error) {
-	return b.setScenario(ctx, coldRun, uplinkS3Cold, true)
+	return b.setScenario(ctx, coldRun, []string{uplinkS3Cold, nginxCache}, true)
 }
 
 // redirect downloads the package set through an uplink-s3 started with
 // --s3-redirect (the client follows the 302 to S3), and from versitygw.
 func (b *bench) redirect(ctx context.Context) ([]row, error) {
-	rows, err := b.setScenario(ctx, redirectRun, uplinkS3Redirect, false, "--s3-redirect")
+	rows, err := b.setScenario(ctx, redirectRun, []string{uplinkS3Redirect}, false, "--s3-redirect")
 	want := float64(len(b.set.files) * b.plan.setRounds)
 	for _, r := range rows {
 		if err == nil && r.counts != nil && r.counts.redirects != want {
@@ -80,12 +80,23 @@ func (b *bench) redirect(ctx context.Context) ([]row, error) {
 }
 
 // setScenario downloads the package set, at each connection count, from
-// the uplink-s3 contender (started with extra) and from versitygw.
-func (b *bench) setScenario(ctx context.Context, name, contender string, cold bool, extra ...string) ([]row, error) {
+// each contender (uplink-s3 started with extra, or nginx proxy_cache) and
+// from versitygw.
+func (b *bench) setScenario(ctx context.Context, name string, contenders []string, cold bool, extra ...string) ([]row, error) {
 	b.logf("%s:", name)
+	var specs []spec
+	base := map[string]string{}
+	for _, c := range contenders {
+		s := spec{name: c, kind: uplinkS3}
+		if c == nginxCache {
+			s.kind = nginxCache
+		}
+		specs, base[c] = append(specs, s), direct
+	}
+	specs = append(specs, one(direct))
 	var rows []row
 	for _, n := range b.plan.setConns {
-		for _, s := range []spec{{name: contender, kind: uplinkS3}, one(direct)} {
+		for _, s := range specs {
 			r, err := b.setRun(ctx, s, n, cold, extra...)
 			if err != nil {
 				return rows, fmt.Errorf("%s, %s: %w", name, s.name, err)
@@ -94,7 +105,7 @@ func (b *bench) setScenario(ctx context.Context, name, contender string, cold bo
 			rows = append(rows, r)
 		}
 	}
-	fillRatios(rows, scenario{metric: megabytesPerSecond, base: map[string]string{contender: direct}})
+	fillRatios(rows, scenario{metric: megabytesPerSecond, base: base})
 	return rows, nil
 }
 

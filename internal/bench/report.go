@@ -183,7 +183,10 @@ func (b *bench) setNotes(rows []row) string {
 			"(uplink_artifact_cache_bytes 0), so every download is a first read from S3, streamed to the client as it fills the cache; " +
 			"its cache counted " + perRow(rows, coldRun, uplinkS3Cold, func(c *counts) string {
 			return fmt.Sprintf("%.0f misses, %.0f hits and %.0f fills", c.misses, c.hits, c.fills)
-		}) + "."
+		}) + ". " + nginxCache + " is the same first downloads through nginx as a caching proxy in front of " +
+			"versitygw (proxy_cache with proxy_cache_lock, keep-alive to versitygw, 16 × 256 KiB proxy buffers), a fresh nginx " +
+			"with an empty cache for each round: what any cache that keeps a copy costs on this machine, where versitygw, the " +
+			"proxy and the client share the same cores."
 	}
 	if b.steps["redirect"] {
 		text += " Redirect: " + uplinkS3Redirect + " is uplink-s3 with --s3-redirect, whose answer to each download is a 302 " +
@@ -263,7 +266,8 @@ func (b *bench) ratioNotes() string {
 		"unfinished responses). index_vs_nginx: the lower of uplink-fs and uplink-s3 against nginx; package_vs_nginx: " +
 		"uplink-fs against nginx; package_s3_vs_direct: uplink-s3 on a warm artifact cache against an anonymous GET " +
 		"straight from versitygw; package_s3_cold_vs_direct: the package set's first downloads through uplink-s3 with an " +
-		"empty artifact cache against the same downloads from versitygw; package_s3_redirect_vs_direct: the package set " +
+		"empty artifact cache against the same downloads from versitygw (nginx_cache_cold_vs_direct, the same for nginx " +
+		"proxy_cache, is a reference, not a target); package_s3_redirect_vs_direct: the package set " +
 		"through uplink-s3 --s3-redirect (302, then versitygw) against versitygw alone; " +
 		"herd_reads: storage reads caused by the cold herd; rss_mb: the higher peak RSS of uplink-fs and uplink-s3 " +
 		"during the concurrent package downloads. A run with -only has the keys of its steps alone."
@@ -288,6 +292,7 @@ func (b *bench) ratioLine(res *results) string {
 	add("package", "package_vs_nginx", twoPlaces(vs("package", uplinkFS, nginx, pkg, mbps)))
 	add("package", "package_s3_vs_direct", twoPlaces(vs("package", uplinkS3Warm, direct, pkg, mbps)))
 	add("cold", "package_s3_cold_vs_direct", twoPlaces(vs(coldRun, uplinkS3Cold, direct, set, mbps)))
+	add("cold", "nginx_cache_cold_vs_direct", twoPlaces(vs(coldRun, nginxCache, direct, set, mbps)))
 	add("redirect", "package_s3_redirect_vs_direct", twoPlaces(vs(redirectRun, uplinkS3Redirect, direct, set, mbps)))
 	add("herd", "herd_reads", fmt.Sprint(res.herdReads))
 	peak := 0.0

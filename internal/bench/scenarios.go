@@ -29,6 +29,7 @@ const (
 	// run, and on one that is empty at its start.
 	uplinkS3Warm = "uplink-s3 (warm cache)"
 	uplinkS3Cold = "uplink-s3 (cold cache)"
+	nginxCache   = "nginx proxy_cache (cold cache)"
 )
 
 // memoryRun names the memory scenario.
@@ -261,7 +262,8 @@ type contender struct {
 	dir     string // of the repository: dir+file is a file's URL
 	proc    *proc
 	backend *proc   // the S3 server behind uplink-s3
-	ownDir  string  // uplink-s3's data dir, its alone (the artifact cache is under it)
+	ownDir  string  // uplink-s3's data dir, its alone (the artifact cache is under it), or nginx proxy_cache's
+	own     bool    // proc was started for this contender alone: stopped with it
 	up      *uplink // nil unless uplink
 }
 
@@ -276,6 +278,16 @@ func (b *bench) contender(ctx context.Context, s spec, file string, extra ...str
 		return c, nil
 	case direct:
 		c.dir, c.proc = "http://"+b.s3Endpoint+"/"+s3Bucket+"/"+key, b.s3
+		c.url = c.dir + file
+		return c, nil
+	case nginxCache:
+		c.ownDir, c.backend = b.tempDir("nginx-cache-"), b.s3
+		p, url, err := b.startNginxCache(ctx, c.ownDir)
+		if err != nil {
+			return c, err
+		}
+		c.proc, c.own = p, true
+		c.dir = url + "/" + s3Bucket + "/" + key
 		c.url = c.dir + file
 		return c, nil
 	case uplinkFS:
@@ -303,6 +315,9 @@ func (b *bench) stopContenders(cs []contender) {
 	for _, c := range cs {
 		if c.up != nil {
 			b.procs.stop(c.up.proc)
+		}
+		if c.own && c.proc != nil {
+			b.procs.stop(c.proc)
 		}
 	}
 }

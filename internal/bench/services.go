@@ -129,6 +129,65 @@ http {
 }
 `
 
+// nginxCacheConf is nginx as a caching proxy in front of versitygw: what
+// an operator would put before S3 instead of uplink, for the cold rows.
+const nginxCacheConf = `worker_processes auto;
+worker_rlimit_nofile 65536;
+user root;
+pid %[1]s/nginx.pid;
+error_log %[1]s/nginx-error.log warn;
+events {
+	worker_connections 8192;
+	multi_accept on;
+}
+http {
+	access_log off;
+	sendfile on;
+	tcp_nopush on;
+	tcp_nodelay on;
+	keepalive_timeout 65s;
+	client_body_temp_path %[1]s/body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+	proxy_cache_path %[1]s/cache levels=1:2 keys_zone=packages:10m max_size=10g inactive=1h use_temp_path=off;
+	upstream s3 {
+		server %[3]s;
+		keepalive 64;
+	}
+	server {
+		listen %[2]s;
+		location / {
+			proxy_pass http://s3;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_cache packages;
+			proxy_cache_valid 200 1h;
+			proxy_cache_lock on;
+			proxy_buffers 16 256k;
+			proxy_busy_buffers_size 512k;
+		}
+	}
+}
+`
+
+// startNginxCache starts an nginx caching proxy in front of versitygw,
+// with an empty cache of its own in dir.
+func (b *bench) startNginxCache(ctx context.Context, dir string) (*proc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxCacheConf, dir, addr, b.s3Endpoint), 0o644); err != nil {
+		return nil, "", err
+	}
+	args := []string{"-p", dir, "-c", conf, "-e", filepath.Join(dir, "nginx-error.log"), "-g", "daemon off;"}
+	p, err := b.procs.start(ctx, "nginx-cache", dir, b.tools.nginx, args, httpReady("http://"+addr+"/", anyAnswer))
+	return p, "http://" + addr, err
+}
+
 // startNginx serves root (uplink's filesystem storage directory) the way
 // an operator would serve static files.
 func (b *bench) startNginx(ctx context.Context, root string) error {
