@@ -27,6 +27,11 @@ func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discard) WriteHeader(int)             {}
 
 func setup(b testing.TB, indexSize int, auth ...distribution.Authorizer) (*echo.Echo, string) {
+	return setupIndexFiles(b, indexSize, "", auth...)
+}
+
+// setupIndexFiles is setup with the index cache keeping files in dir.
+func setupIndexFiles(b testing.TB, indexSize int, dir string, auth ...distribution.Authorizer) (*echo.Echo, string) {
 	d, err := filesystem.New(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
@@ -50,7 +55,7 @@ func setup(b testing.TB, indexSize int, auth ...distribution.Authorizer) (*echo.
 	if len(auth) > 0 {
 		authorizer = auth[0]
 	}
-	p = distribution.NewAccess(cache.NewIndexes(p, 64<<20, nil), nil, authorizer)
+	p = distribution.NewAccess(cache.NewIndexes(p, 64<<20, dir, nil), nil, authorizer)
 	distribution.New(distribution.Config{Protocol: p}).Register(e)
 	return e, "/distribution/main/acme/hello/x86_64/APKINDEX.tar.gz"
 }

@@ -230,9 +230,17 @@ func (h *Handler) serveIndex(w *responseWriter, r *http.Request, req Request, re
 	hdr["Content-Length"] = idx.length
 	h.received(r, req, res, http.StatusOK)
 	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		w.Write(idx.Data)
+	if r.Method == http.MethodHead {
+		return
 	}
+	if r.TLS == nil { // TLS encrypts in user space: no sendfile
+		if f := idx.open(); f != nil {
+			defer idx.done(f)
+			io.Copy(w, f) // sendfile
+			return
+		}
+	}
+	w.Write(idx.Data)
 }
 
 // received tells the Protocol that a client got an index: a 200, or a

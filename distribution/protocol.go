@@ -57,6 +57,7 @@ type Index struct {
 	// The header values, computed once with the bytes: assigning them to
 	// a response costs no allocation on the hot path.
 	etag, length, commit []string
+	file                 *indexFile // see KeepFile
 }
 
 // NewIndex returns the index of commit holding data.

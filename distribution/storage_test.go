@@ -89,7 +89,7 @@ func newS3Env(t *testing.T, timeout time.Duration, pkgSize int) *s3Env {
 		Timeout: timeout,
 	}, Clients: distribution.NewClientIndexes(distribution.ClientIndexConfig{})}
 	h := distribution.New(distribution.Config{
-		Protocol: distribution.NewAccess(cache.NewIndexes(repos, 64<<20, nil), nil, nil),
+		Protocol: distribution.NewAccess(cache.NewIndexes(repos, 64<<20, "", nil), nil, nil),
 		Logger:   slog.New(slog.NewTextHandler(env.logs, nil)), Registerer: env.reg,
 	})
 	e := echo.New()

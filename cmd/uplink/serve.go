@@ -48,7 +48,7 @@ func serveFlags(cfg *server.Config, logLevel, logFormat *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.RedisTTL, "redis-ttl", cache.DefaultRedisTTL, "how long a ref pointer lives in Redis, and how long a replica keeps announcing a publish that Redis missed")
 	fs.DurationVar(&cfg.RefCacheTTL, "ref-cache-ttl", cache.DefaultRefTTL, "how long any replica trusts a ref pointer, in memory or from Redis, after it was read from storage: every replica sees a publish within it, whatever Redis does")
 	fs.DurationVar(&cfg.ClientIndexTTL, "client-index-ttl", distribution.DefaultClientIndexTTL, "how long packages a client asks for through a branch come from the commit whose index it last got there (keep above apk's 4h index cache)")
-	fs.Var(sizeFlag{&cfg.IndexCacheSize}, "index-cache-size", "memory for indexes of published commits (e.g. 256MiB)")
+	fs.Var(sizeFlag{&cfg.IndexCacheSize}, "index-cache-size", "memory for indexes of published commits, and as much disk in the data dir, which they are sent from (e.g. 256MiB)")
 	fs.StringVar(&cfg.ArtifactCacheDir, "artifact-cache-dir", "", "local disk cache of the packages of published commits in front of --storage s3, served by sendfile (default <data-dir>/artifact-cache)")
 	fs.Var(sizeFlag{&cfg.ArtifactCacheSize}, "artifact-cache-size", "bound of --artifact-cache-dir, least recently used files evicted (e.g. 4GiB); 0 turns the cache off")
 	fs.IntVar(&cfg.Retention, "retention", ref.DefaultRetention, "commits of a branch that a package request through the branch may fall back to")

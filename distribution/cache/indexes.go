@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"log/slog"
 	"math"
 	"sync"
 
@@ -30,6 +31,8 @@ func (k IndexKey) String() string { return artifact.Key(k.App, k.Commit, k.Arch,
 type Indexes struct {
 	distribution.Protocol
 	max int64
+	dir string // where indexes are kept as files to send, "" for none
+	log *slog.Logger
 
 	mu   sync.Mutex
 	lru  *simplelru.LRU[IndexKey, *distribution.Index]
@@ -41,11 +44,17 @@ type Indexes struct {
 	bytes        prometheus.Gauge
 }
 
-// NewIndexes caches at most maxBytes of inner's indexes.
-func NewIndexes(inner distribution.Protocol, maxBytes int64, reg prometheus.Registerer) *Indexes {
+// NewIndexes caches at most maxBytes of inner's indexes. With a dir, each
+// cached index is also written to a file without a name there, which
+// responses are sent from by sendfile (see distribution.Index.KeepFile):
+// the disk holds as much again as memory, until an evicted index's last
+// response ends and the file is closed.
+func NewIndexes(inner distribution.Protocol, maxBytes int64, dir string, reg prometheus.Registerer) *Indexes {
 	c := &Indexes{
 		Protocol: inner,
 		max:      maxBytes,
+		dir:      dir,
+		log:      slog.Default(),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "uplink_index_cache_lookups_total",
 			Help: "Index lookups in the in-memory cache by result (hit, miss).",
@@ -85,6 +94,11 @@ func (c *Indexes) Index(ctx context.Context, req distribution.Request, res ref.R
 		idx, err := c.Protocol.Index(context.WithoutCancel(ctx), req, res)
 		if err != nil {
 			return nil, err
+		}
+		if c.dir != "" && int64(len(idx.Data)) <= c.max {
+			if err := idx.KeepFile(c.dir); err != nil {
+				c.log.Warn("index cache: index kept in memory only, sent by write", "index", key.String(), "err", err)
+			}
 		}
 		c.add(key, idx)
 		return idx, nil

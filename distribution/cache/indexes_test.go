@@ -41,7 +41,7 @@ func at(commit string) ref.Resolution { return ref.Resolution{Kind: ref.KindBran
 
 func TestIndexesSingleflight(t *testing.T) {
 	src := &indexSource{size: 10, gate: make(chan struct{})}
-	c := NewIndexes(src, 1<<20, nil)
+	c := NewIndexes(src, 1<<20, "", nil)
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
@@ -60,7 +60,7 @@ func TestIndexesSingleflight(t *testing.T) {
 
 func TestIndexesBoundedByBytes(t *testing.T) {
 	src := &indexSource{size: 100}
-	c := NewIndexes(src, 250, nil)
+	c := NewIndexes(src, 250, "", nil)
 	for i := range 3 {
 		c.Index(t.Context(), indexReq("x86_64"), at(fmt.Sprint("c", i)))
 	}
@@ -71,7 +71,7 @@ func TestIndexesBoundedByBytes(t *testing.T) {
 	if src.loads.Load() != 4 {
 		t.Fatalf("%d loads, want 4", src.loads.Load())
 	}
-	big := NewIndexes(&indexSource{size: 300}, 250, nil)
+	big := NewIndexes(&indexSource{size: 300}, 250, "", nil)
 	big.Index(t.Context(), indexReq("x86_64"), at("c0"))
 	if big.lru.Len() != 0 {
 		t.Fatal("an index larger than the cache was kept")
@@ -80,7 +80,7 @@ func TestIndexesBoundedByBytes(t *testing.T) {
 
 func TestIndexesFailureNotKept(t *testing.T) {
 	src := &indexSource{size: 10, err: errors.New("storage down")}
-	c := NewIndexes(src, 1<<20, nil)
+	c := NewIndexes(src, 1<<20, "", nil)
 	if _, err := c.Index(t.Context(), indexReq("x86_64"), at("c1")); err == nil {
 		t.Fatal("no error")
 	}
@@ -93,7 +93,7 @@ func TestIndexesFailureNotKept(t *testing.T) {
 // A caller that gives up does not fail the load the others wait on.
 func TestIndexesCallerGivesUp(t *testing.T) {
 	src := &indexSource{size: 10, gate: make(chan struct{})}
-	c := NewIndexes(src, 1<<20, nil)
+	c := NewIndexes(src, 1<<20, "", nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error)
 	go func() {

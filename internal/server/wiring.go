@@ -227,7 +227,7 @@ func (s *Server) distribution(rc redis.UniversalClient, keys *distribution.Keys,
 	// The fallbacks outside the artifact cache: it sees one commit per
 	// request, and answers a hit without asking storage which has it.
 	repos = &distribution.Fallbacks{Protocol: repos, Clients: clients}
-	repos = distribution.NewAccess(cache.NewIndexes(repos, cfg.IndexCacheSize, reg), cfg.AllowCIDR, authorizer)
+	repos = distribution.NewAccess(cache.NewIndexes(repos, cfg.IndexCacheSize, cfg.DataDir, reg), cfg.AllowCIDR, authorizer)
 	var redirect *distribution.Redirect
 	if s.presigner != nil {
 		// Finds the commit the same way, through the storage repositories:
