@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +34,8 @@ type Indexes struct {
 	max int64
 	dir string // where indexes are kept as files to send, "" for none
 	log *slog.Logger
+
+	fileFailed atomic.Bool // a KeepFile failed, and was logged
 
 	mu   sync.Mutex
 	lru  *simplelru.LRU[IndexKey, *distribution.Index]
@@ -96,8 +99,9 @@ func (c *Indexes) Index(ctx context.Context, req distribution.Request, res ref.R
 			return nil, err
 		}
 		if c.dir != "" && int64(len(idx.Data)) <= c.max {
-			if err := idx.KeepFile(c.dir); err != nil {
-				c.log.Warn("index cache: index kept in memory only, sent by write", "index", key.String(), "err", err)
+			if err := idx.KeepFile(c.dir); err != nil && !c.fileFailed.Swap(true) {
+				// Once: a file system without O_TMPFILE fails every index.
+				c.log.Warn("index cache: indexes kept in memory only, sent by write", "dir", c.dir, "err", err)
 			}
 		}
 		c.add(key, idx)
