@@ -392,14 +392,19 @@ func (b *bench) moduleVersion(ctx context.Context, bin string) string {
 	return "unknown"
 }
 
-// commit is HEAD's short hash, marked when the work tree differs.
+// commit is HEAD's short hash, marked when the work tree differs (but
+// for the profiles this run wrote).
 func (b *bench) commit(ctx context.Context) string {
 	out, err := b.command(ctx, "git", "rev-parse", "--short", "HEAD")
 	if err != nil {
 		return "unknown"
 	}
 	c := "commit " + strings.TrimSpace(out)
-	if _, err := b.command(ctx, "git", "diff", "--quiet", "HEAD", "--"); err != nil {
+	diff := []string{"diff", "--quiet", "HEAD", "--", "."}
+	if rel, err := filepath.Rel(b.root, b.outDir); err == nil && !strings.HasPrefix(rel, "..") {
+		diff = append(diff, ":(exclude)"+rel)
+	}
+	if _, err := b.command(ctx, "git", diff...); err != nil {
 		c += " with uncommitted changes"
 	}
 	return c
