@@ -4,15 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/uplinkhq/uplink/internal/testenv"
 )
 
 // The values TestHealthcheck stamps into its binary.
@@ -83,30 +78,6 @@ func waitAnswers(t *testing.T, p *serveProc, hc *http.Client, url string) {
 	}
 }
 
-// selfSigned writes a self-signed certificate for 127.0.0.1 and its key.
-func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "uplink admin"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin-key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	return certFile, keyFile
-}
-
 // TestHealthcheck runs `uplink healthcheck` against a real `uplink
 // serve`, ready, draining and stopped, over http and https; and reads the
 // stamped version back from /metrics.
@@ -163,7 +134,7 @@ func TestHealthcheck(t *testing.T) {
 // healthy with --cacert or --insecure-skip-verify, and only then.
 func testHealthcheckTLS(t *testing.T, bin string) {
 	dir := t.TempDir()
-	cert, key := selfSigned(t, dir)
+	cert, key, _ := testenv.SelfSigned(t, dir)
 	listen, _, admin := listenEnv(t)
 	_, port, _ := net.SplitHostPort(admin)
 	p := serveBinary(t, bin, dir, cliEnv(append(listen, "UPLINK_ACCESS_LOG=false")...), "--admin-tls-cert", cert, "--admin-tls-key", key)
