@@ -97,6 +97,8 @@ func (b *bench) s3Config(bucket string) s3.Config {
 	}
 }
 
+// nginxConf is every nginx of the bench: %[1]s is its directory, %[2]s
+// its server block.
 const nginxConf = `worker_processes auto;
 worker_rlimit_nofile 65536;
 user root;
@@ -113,51 +115,36 @@ http {
 	tcp_nodelay on;
 	keepalive_timeout 65s;
 	keepalive_requests 1000000;
-	open_file_cache max=10000 inactive=60s;
-	open_file_cache_valid 60s;
-	open_file_cache_errors on;
 	default_type application/octet-stream;
 	client_body_temp_path %[1]s/body;
 	proxy_temp_path %[1]s/proxy;
 	fastcgi_temp_path %[1]s/fastcgi;
 	uwsgi_temp_path %[1]s/uwsgi;
 	scgi_temp_path %[1]s/scgi;
-	server {
-		listen %[2]s;
-		root %[3]s;
-	}
+%[2]s
 }
 `
 
-// nginxCacheConf is nginx as a caching proxy in front of versitygw: what
-// an operator would put before S3 instead of uplink, for the cold rows.
-const nginxCacheConf = `worker_processes auto;
-worker_rlimit_nofile 65536;
-user root;
-pid %[1]s/nginx.pid;
-error_log %[1]s/nginx-error.log warn;
-events {
-	worker_connections 8192;
-	multi_accept on;
-}
-http {
-	access_log off;
-	sendfile on;
-	tcp_nopush on;
-	tcp_nodelay on;
-	keepalive_timeout 65s;
-	client_body_temp_path %[1]s/body;
-	proxy_temp_path %[1]s/proxy;
-	fastcgi_temp_path %[1]s/fastcgi;
-	uwsgi_temp_path %[1]s/uwsgi;
-	scgi_temp_path %[1]s/scgi;
-	proxy_cache_path %[1]s/cache levels=1:2 keys_zone=packages:10m max_size=10g inactive=1h use_temp_path=off;
+// nginxStaticServer serves %[2]s at %[1]s the way an operator would serve static
+// files.
+const nginxStaticServer = `	open_file_cache max=10000 inactive=60s;
+	open_file_cache_valid 60s;
+	open_file_cache_errors on;
+	server {
+		listen %[1]s;
+		root %[2]s;
+	}`
+
+// nginxCacheServer is nginx as a caching proxy at %[1]s in front of versitygw at
+// %[3]s, caching in %[2]s: what an operator would put before S3 instead of
+// uplink, for the cold rows.
+const nginxCacheServer = `	proxy_cache_path %[2]s/cache levels=1:2 keys_zone=packages:10m max_size=10g inactive=1h use_temp_path=off;
 	upstream s3 {
 		server %[3]s;
 		keepalive 64;
 	}
 	server {
-		listen %[2]s;
+		listen %[1]s;
 		location / {
 			proxy_pass http://s3;
 			proxy_http_version 1.1;
@@ -168,44 +155,39 @@ http {
 			proxy_buffers 16 256k;
 			proxy_busy_buffers_size 512k;
 		}
+	}`
+
+// runNginx starts nginx in dir with the server block server makes for the
+// address it listens on, and returns it with its URL.
+func (b *bench) runNginx(ctx context.Context, name, dir string, server func(addr string) string) (*proc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
 	}
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, server(addr)), 0o644); err != nil {
+		return nil, "", err
+	}
+	args := []string{"-p", dir, "-c", conf, "-e", filepath.Join(dir, "nginx-error.log"), "-g", "daemon off;"}
+	p, err := b.procs.start(ctx, name, dir, b.tools.nginx, args, httpReady("http://"+addr+"/", anyAnswer))
+	return p, "http://" + addr, err
 }
-`
 
 // startNginxCache starts an nginx caching proxy in front of versitygw,
 // with an empty cache of its own in dir.
 func (b *bench) startNginxCache(ctx context.Context, dir string) (*proc, string, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, "", err
-	}
-	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxCacheConf, dir, addr, b.s3Endpoint), 0o644); err != nil {
-		return nil, "", err
-	}
-	args := []string{"-p", dir, "-c", conf, "-e", filepath.Join(dir, "nginx-error.log"), "-g", "daemon off;"}
-	p, err := b.procs.start(ctx, "nginx-cache", dir, b.tools.nginx, args, httpReady("http://"+addr+"/", anyAnswer))
-	return p, "http://" + addr, err
+	return b.runNginx(ctx, "nginx-cache", dir, func(addr string) string {
+		return fmt.Sprintf(nginxCacheServer, addr, dir, b.s3Endpoint)
+	})
 }
 
 // startNginx serves root (uplink's filesystem storage directory) the way
 // an operator would serve static files.
-func (b *bench) startNginx(ctx context.Context, root string) error {
-	addr, err := freeAddr()
-	if err != nil {
-		return err
-	}
-	dir := b.mkdir("nginx")
-	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, addr, root), 0o644); err != nil {
-		return err
-	}
-	args := []string{"-p", dir, "-c", conf, "-e", filepath.Join(dir, "nginx-error.log"), "-g", "daemon off;"}
-	if b.nginx, err = b.procs.start(ctx, "nginx", b.tmp, b.tools.nginx, args, httpReady("http://"+addr+"/", anyAnswer)); err != nil {
-		return err
-	}
-	b.nginxURL = "http://" + addr
-	return nil
+func (b *bench) startNginx(ctx context.Context, root string) (err error) {
+	b.nginx, b.nginxURL, err = b.runNginx(ctx, "nginx", b.mkdir("nginx"), func(addr string) string {
+		return fmt.Sprintf(nginxStaticServer, addr, root)
+	})
+	return err
 }
 
 // uplink is one running uplink serve.
