@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"strconv"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -113,7 +112,7 @@ func (x *Index) open() *os.File {
 		f.Close()
 	default:
 	}
-	f, err := os.Open("/proc/self/fd/" + strconv.Itoa(int(x.file.f.Fd())))
+	f, err := Reopen(x.file.f)
 	if err != nil {
 		return nil
 	}

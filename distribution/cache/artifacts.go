@@ -564,7 +564,7 @@ func (r *fillReader) SendTo(w io.Writer) (int64, error) {
 	rf, ok := w.(io.ReaderFrom)
 	var f *os.File
 	if ok {
-		f, _ = os.Open("/proc/self/fd/" + strconv.Itoa(int(r.fl.f.Fd())))
+		f, _ = distribution.Reopen(r.fl.f)
 	}
 	if f == nil {
 		return io.Copy(w, struct{ io.Reader }{r})
